@@ -1,0 +1,129 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/**
+ * The relay configuration: the one contract between the operator (which renders it into a
+ * ConfigMap) and the relay (which reads it). Durations are seconds, sizes bytes.
+ * Secrets (upstream password, TLS key) are never values here, only paths to mounted files.
+ */
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 0.0.0.0:25 or [::]:25');
+
+const cidr = z.string().refine((v) => {
+  const [addr, bits, ...rest] = v.split('/');
+  if (rest.length || !addr) return false;
+  const family = isIP(addr);
+  if (!family) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128);
+}, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
+
+const seconds = z.number().nonnegative();
+
+const upstreamUrl = z
+  .string()
+  .regex(/^(smtp|smtp\+starttls|smtps):\/\/[^/\s:]+(:\d{1,5})?\/?$/, 'expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]');
+
+export const tlsFilesSchema = z.object({
+  certFile: z.string().describe('PEM certificate chain (e.g. a cert-manager Secret, tls.crt)'),
+  keyFile: z.string().describe('PEM private key (tls.key)'),
+});
+
+export const configSchema = z
+  .object({
+    hostname: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'expected a host name')
+      .default('localhost')
+      .describe('Name in the 220 banner, the EHLO sent upstream (Google refuses "localhost") and Received:'),
+    listen: hostPort.default('127.0.0.1:2525').describe('SMTP listener, HOST:PORT'),
+    http: hostPort.optional().describe('HTTP listener for /healthz, /readyz and /metrics'),
+    spool: z
+      .object({
+        dir: z.string().default('./var/spool').describe('Queue directory; a persistent volume in Kubernetes'),
+        minFreeBytes: z
+          .number()
+          .int()
+          .nonnegative()
+          .default(100 * 1024 * 1024)
+          .describe('Refuse mail with 452 4.3.1 when less than this is free on the spool filesystem'),
+        fsync: z.boolean().default(true).describe('fsync before 250; turn off only for throwaway tests'),
+      })
+      .prefault({}),
+    smtp: z
+      .object({
+        maxMessageSize: z.number().int().positive().default(10_240_000).describe('Bytes; advertised as SIZE'),
+        maxRecipients: z.number().int().positive().default(1000),
+        maxClients: z.number().int().positive().default(1000).describe('Concurrent sessions in total'),
+        maxClientsPerAddress: z.number().int().positive().default(100),
+        maxCommandLength: z.number().int().min(512).default(2048).describe('Bytes per command line'),
+        maxLineLength: z.number().int().min(1000).default(100_000).describe('Bytes per message line'),
+        idleTimeoutSeconds: seconds.default(300).describe('Between commands'),
+        dataTimeoutSeconds: seconds.default(600).describe('For a whole DATA phase'),
+        bareLineEndings: z
+          .enum(['normalize', 'reject'])
+          .default('normalize')
+          .describe('Bare CR or LF in a message: rewrite to CRLF, or refuse with 550 5.5.2'),
+        tls: tlsFilesSchema
+          .extend({ required: z.boolean().default(false).describe('Refuse MAIL before STARTTLS') })
+          .optional()
+          .describe('Offer STARTTLS with this certificate; off by default (clients verify what is offered)'),
+      })
+      .prefault({}),
+    access: z
+      .object({
+        allow: z
+          .array(cidr)
+          .default(['127.0.0.0/8', '::1/128'])
+          .describe('Client networks that may relay (Postfix mynetworks)'),
+      })
+      .prefault({}),
+    upstream: z
+      .object({
+        url: upstreamUrl
+          .optional()
+          .describe('Smarthost. Unset: messages are written as .eml files into outboxDir'),
+        outboxDir: z.string().default('./var/outbox'),
+        auth: z
+          .object({
+            method: z.enum(['PLAIN', 'LOGIN', 'XOAUTH2']).default('PLAIN'),
+            user: z.string().optional().describe('Or EMAIL_RELAY_UPSTREAM_USER, or userFile'),
+            userFile: z.string().optional(),
+            passwordFile: z
+              .string()
+              .optional()
+              .describe('File with the password or OAuth2 access token; or EMAIL_RELAY_UPSTREAM_PASSWORD'),
+          })
+          .optional(),
+        maxConnections: z.number().int().positive().default(20),
+        maxRecipientsPerTransaction: z.number().int().positive().default(100),
+        maxMessagesPerConnection: z.number().int().positive().default(1000),
+        connectTimeoutSeconds: seconds.default(30),
+        greetingTimeoutSeconds: seconds.default(30),
+        socketTimeoutSeconds: seconds.default(300),
+        tlsRejectUnauthorized: z.boolean().default(true),
+        caFile: z.string().optional().describe('Extra CA bundle to trust for the upstream'),
+      })
+      .prefault({}),
+    queue: z
+      .object({
+        retryInitialSeconds: seconds.default(300),
+        retryMaxSeconds: seconds.default(4000),
+        retryMultiplier: z.number().min(1).default(2),
+        retryJitter: z.number().min(0).max(1).default(0.1).describe('Fraction of random spread on each delay'),
+        maxLifetimeSeconds: seconds.default(5 * 24 * 3600).describe('Bounce deferred mail older than this'),
+        bounceLifetimeSeconds: seconds.default(5 * 24 * 3600).describe('Drop undeliverable bounces older than this'),
+        delayWarningSeconds: seconds.default(0).describe('Send a delay DSN after this long (0: never)'),
+      })
+      .prefault({}),
+    shutdownGraceSeconds: seconds.default(30).describe('On SIGTERM, time to finish in-flight transactions'),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  })
+  .strict();
+
+export type RelayConfig = z.output<typeof configSchema>;
+export type RelayConfigInput = z.input<typeof configSchema>;

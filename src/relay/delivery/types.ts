@@ -1,0 +1,36 @@
+import type { RelayConfig } from '../../config/schema.ts';
+import type { Logger } from '../../lib/logger.ts';
+import type { RelayMetrics } from '../metrics.ts';
+import type { QueueEntry, Spool } from '../spool/types.ts';
+
+export interface DeliveryDeps {
+  config: RelayConfig;
+  spool: Spool;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** Injected clock for tests of the schedule; defaults to Date.now. */
+  now?: () => number;
+}
+
+/**
+ * Takes due messages from the spool and delivers them upstream (Postfix's qmgr + smtp client):
+ * per-recipient outcomes, retry with backoff, bounces (DSN) and expiry.
+ */
+export interface DeliveryAgent {
+  /** Load the spool's entries and begin delivering what is due. */
+  start(): void;
+  /** A message was just committed: deliver it as soon as a connection is free. */
+  enqueue(entry: QueueEntry): void;
+  /** ETRN / `queue flush`: every deferred message becomes due now. */
+  flush(): void;
+  /** `queue retry ID`: make one message due now; false if unknown. */
+  retry(id: string): boolean;
+  /** `queue delete ID`: drop a message (waits for an in-flight attempt on it); false if unknown. */
+  delete(id: string): Promise<boolean>;
+  /** Messages being delivered right now. */
+  inFlight(): number;
+  /** Stop starting attempts; wait for in-flight ones until the deadline (ms epoch), then abort them. */
+  stop(deadline: number): Promise<void>;
+}
+
+export type CreateDeliveryAgent = (deps: DeliveryDeps) => DeliveryAgent;

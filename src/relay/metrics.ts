@@ -1,0 +1,88 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric the relay exports, in one place so names stay a stable contract.
+ * `emails_sent_total`, `email_send_duration_seconds` and `email_queue_size` are the seed's names
+ * (dashboards built for the Postfix relay keep working); the rest is what a mail operator needs.
+ * One registry per relay instance, so tests can run several relays in one process.
+ */
+export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    /** One per recipient and attempt. status: success | deferred | bounced. */
+    emailsSent: new Counter({
+      name: 'emails_sent_total',
+      help: 'Recipient delivery attempts by outcome (success, deferred, bounced)',
+      labelNames: ['status'] as const,
+      registers,
+    }),
+    /** One upstream transaction, from connection checkout to the final reply. */
+    sendDuration: new Histogram({
+      name: 'email_send_duration_seconds',
+      help: 'Time spent delivering one message to the upstream',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    }),
+    queueSize: new Gauge({ name: 'email_queue_size', help: 'Messages in the queue', registers }),
+    queueBytes: new Gauge({ name: 'email_queue_bytes', help: 'Bytes of queued messages', registers }),
+    queueOldestAge: new Gauge({
+      name: 'email_queue_oldest_message_age_seconds',
+      help: 'Age of the oldest queued message',
+      registers,
+    }),
+    deliveries: new Counter({
+      name: 'email_deliveries_total',
+      help: 'Messages that left the queue, by outcome (sent, bounced, expired, deleted)',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    upstreamReplies: new Counter({
+      name: 'email_upstream_replies_total',
+      help: 'Upstream replies by class (2xx, 4xx, 5xx, network)',
+      labelNames: ['class'] as const,
+      registers,
+    }),
+    bouncesGenerated: new Counter({
+      name: 'email_bounces_generated_total',
+      help: 'Delivery status notifications generated',
+      registers,
+    }),
+    connections: new Counter({
+      name: 'smtp_connections_total',
+      help: 'Inbound SMTP connections accepted',
+      registers,
+    }),
+    connectionsActive: new Gauge({
+      name: 'smtp_connections_active',
+      help: 'Inbound SMTP sessions open now',
+      registers,
+    }),
+    messagesReceived: new Counter({
+      name: 'smtp_messages_received_total',
+      help: 'Messages accepted and queued (250 sent)',
+      registers,
+    }),
+    bytesReceived: new Counter({
+      name: 'smtp_received_bytes_total',
+      help: 'Bytes of accepted messages',
+      registers,
+    }),
+    rejections: new Counter({
+      name: 'smtp_rejections_total',
+      help: 'Inbound commands or messages refused, by reason',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    acceptDuration: new Histogram({
+      name: 'smtp_accept_duration_seconds',
+      help: 'From the end of DATA to the 250 reply (includes the durable write)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    }),
+  };
+}
+
+export type RelayMetrics = ReturnType<typeof createRelayMetrics>;

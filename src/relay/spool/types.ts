@@ -1,0 +1,111 @@
+/**
+ * The queue's data model and API, shared by the SMTP front end (which writes), delivery (which
+ * claims due messages and records outcomes) and the `email-relay queue` CLI.
+ */
+
+export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+export interface RecipientInput {
+  address: string;
+  /** RFC 3461 NOTIFY; undefined means the default (FAILURE, DELAY). */
+  notify?: DsnNotify[];
+  /** RFC 3461 ORCPT, as given (e.g. "rfc822;user@example.com"). */
+  orcpt?: string;
+}
+
+export type RecipientStatus = 'pending' | 'sent' | 'bounced';
+
+export interface QueuedRecipient extends RecipientInput {
+  status: RecipientStatus;
+  /** Last upstream reply or local error text for this recipient. */
+  lastReply?: string;
+  /** Whether a delay DSN was already sent for this recipient. */
+  delayNotified?: boolean;
+}
+
+export interface ClientInfo {
+  address: string;
+  hostname?: string;
+  helo?: string;
+  /** Filled by namespace attribution in Kubernetes (access/). */
+  namespace?: string;
+  pod?: string;
+}
+
+/** What the SMTP front end knows when it commits a message. */
+export interface NewMessage {
+  /** Envelope sender; '' is the null sender (bounces). */
+  from: string;
+  recipients: RecipientInput[];
+  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
+  client: ClientInfo;
+  /** Message-ID header value, for logs. */
+  messageId?: string;
+  bodyType?: '7BIT' | '8BITMIME';
+  smtputf8?: boolean;
+  /** A DSN we generated: never bounced itself. */
+  isBounce?: boolean;
+}
+
+export interface QueuedMessage extends Omit<NewMessage, 'recipients'> {
+  id: string;
+  recipients: QueuedRecipient[];
+  /** Bytes of the stored message (headers we added included). */
+  size: number;
+  /** ms since epoch. */
+  receivedAt: number;
+  /** ms since epoch; when delivery should next be tried. */
+  nextAttemptAt: number;
+  attempts: number;
+}
+
+/** The light per-message record the spool keeps in memory (never bodies). */
+export interface QueueEntry {
+  id: string;
+  size: number;
+  receivedAt: number;
+  nextAttemptAt: number;
+}
+
+export interface SpoolWriter {
+  /** Append message bytes. Resolves when the chunk may be followed by another (backpressure). */
+  write(chunk: Buffer): Promise<void>;
+  /** Bytes written so far. */
+  readonly size: number;
+  /**
+   * Make the message durable and queued: resolves only after file and directory are fsynced
+   * (fsyncs are shared across concurrent commits: group commit). Only then may 250 be sent.
+   */
+  commit(meta: NewMessage): Promise<QueuedMessage>;
+  /** Throw the partial message away (client aborted, size exceeded...). */
+  abort(): Promise<void>;
+}
+
+export interface SpoolStats {
+  messages: number;
+  bytes: number;
+  /** ms since epoch of the oldest message, undefined when empty. */
+  oldestReceivedAt?: number;
+}
+
+export interface Spool {
+  readonly dir: string;
+  /** Start receiving a message into the spool. */
+  begin(): Promise<SpoolWriter>;
+  /** Full envelope of one message, read from disk; undefined if not queued. */
+  get(id: string): Promise<QueuedMessage | undefined>;
+  /** The message bytes, streamed from disk (never held whole in memory). */
+  openBody(id: string): NodeJS.ReadableStream;
+  /** Persist changed delivery state (recipient statuses, attempts, nextAttemptAt) durably. */
+  update(msg: QueuedMessage): Promise<void>;
+  /** Remove a message for good (delivered, bounced, expired, deleted by an admin). */
+  remove(id: string): Promise<void>;
+  /** Entries, oldest first. */
+  entries(): QueueEntry[];
+  stats(): SpoolStats;
+  /** Free bytes on the spool filesystem minus the configured reserve; <= 0 means refuse mail. */
+  headroom(): Promise<number>;
+  /** Whether the spool directory is writable (for /readyz). */
+  writable(): Promise<boolean>;
+  close(): Promise<void>;
+}
