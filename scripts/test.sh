@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need, then runs every check.
+# In CI (CI=true) a missing tool is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Debian tools for real SMTP peers (postfix's smtp-sink/smtp-source, swaks)"
+missing=()
+command -v smtp-sink >/dev/null || missing+=(postfix)
+command -v swaks >/dev/null || missing+=(swaks)
+command -v openssl >/dev/null || missing+=(openssl)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}'" >&2
+    exit 1
+  fi
+fi
+
+step "Node dependencies"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+step "Test control plane (etcd + kube-apiserver; built from Go modules once, then cached)"
+npm run --silent control-plane -- build
+
+step "Typecheck and lint"
+npx tsc -p tsconfig.json --noEmit
+npx biome check .
+
+step "Tests"
+npx vitest run "$@"

@@ -1,0 +1,54 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface HealthSource {
+  /** Ready to take mail: listening, not draining, spool writable. Returns the reasons it is not. */
+  readiness(): Promise<string[]>;
+}
+
+/**
+ * /healthz (the process answers), /readyz (it should get traffic) and /metrics. Probes are
+ * plain HTTP, so kubelet checks never open SMTP sessions that fill the mail log (a common
+ * complaint about Postfix charts whose probes speak SMTP).
+ */
+export function createHttpServer(registry: Registry, health: HealthSource): Server {
+  return createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const reply = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
+    switch (path) {
+      case '/healthz':
+      case '/livez':
+        return reply(200, 'ok\n');
+      case '/readyz':
+        health.readiness().then(
+          (problems) => (problems.length ? reply(503, `not ready: ${problems.join('; ')}\n`) : reply(200, 'ok\n')),
+          (err: Error) => reply(503, `not ready: ${err.message}\n`),
+        );
+        return;
+      case '/metrics':
+        registry.metrics().then(
+          (text) => reply(200, text, registry.contentType),
+          (err: Error) => reply(500, `metrics failed: ${err.message}\n`),
+        );
+        return;
+      default:
+        return reply(404, 'not found: try /healthz, /readyz or /metrics\n');
+    }
+  });
+}
+
+export async function listenHttp(server: Server, host: string, port: number): Promise<AddressInfo> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server.address() as AddressInfo;
+}

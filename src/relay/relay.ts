@@ -1,0 +1,118 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Server as NetServer } from 'node:net';
+import type { RelayConfig } from '../config/schema.ts';
+import type { Logger } from '../lib/logger.ts';
+import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
+import { createDeliveryAgent } from './delivery/index.ts';
+import type { DeliveryAgent } from './delivery/types.ts';
+import { createHttpServer, listenHttp } from './http/server.ts';
+import { createRelayMetrics, type RelayMetrics } from './metrics.ts';
+import { InboundServer, splitHostPort } from './smtp/server.ts';
+import { openSpool } from './spool/index.ts';
+import type { Spool } from './spool/types.ts';
+
+export interface Relay {
+  config: RelayConfig;
+  smtp: AddressInfo;
+  http?: AddressInfo;
+  spool: Spool;
+  delivery: DeliveryAgent;
+  metrics: RelayMetrics;
+  /** SIGTERM path: stop taking mail, finish transactions and attempts, keep the queue on disk. */
+  stop(reason?: string): Promise<void>;
+}
+
+/** Opens the spool, starts delivery, then the SMTP, HTTP and control listeners. */
+export async function startRelay(config: RelayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Relay> {
+  const metrics = createRelayMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
+  const spool = await openSpool({
+    dir: config.spool.dir,
+    fsync: config.spool.fsync,
+    minFreeBytes: config.spool.minFreeBytes,
+    logger,
+  });
+  const delivery = createDeliveryAgent({ config, spool, metrics, logger });
+  let draining = false;
+  const inbound = new InboundServer({
+    config,
+    spool,
+    metrics,
+    logger,
+    onQueued: (entry) => delivery.enqueue(entry),
+    onEtrn: () => delivery.flush(),
+  });
+
+  let smtp: AddressInfo;
+  let http: Server | undefined;
+  let httpAddress: AddressInfo | undefined;
+  let control: NetServer | undefined;
+  try {
+    delivery.start();
+    smtp = await inbound.listen();
+    if (config.http) {
+      http = createHttpServer(metrics.registry, {
+        readiness: async () => {
+          const problems: string[] = [];
+          if (draining) problems.push('draining');
+          if (!(await spool.writable())) problems.push('spool not writable');
+          if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
+          return problems;
+        },
+      });
+      const { host, port } = splitHostPort(config.http);
+      httpAddress = await listenHttp(http, host, port);
+    }
+    control = await listenControl(controlSocketPath(spool.dir), (req) => handleControl(delivery, req));
+  } catch (err) {
+    await delivery.stop(Date.now()).catch(() => undefined);
+    await spool.close().catch(() => undefined);
+    throw err;
+  }
+  logger.info(
+    {
+      smtp: `${smtp.address}:${smtp.port}`,
+      http: httpAddress ? `${httpAddress.address}:${httpAddress.port}` : undefined,
+      hostname: config.hostname,
+      spool: spool.dir,
+      queued: spool.stats().messages,
+      allow: config.access.allow,
+    },
+    'relay started',
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = 'stop') =>
+    (stopping ??= (async () => {
+      draining = true;
+      const deadline = Date.now() + config.shutdownGraceSeconds * 1000;
+      logger.info({ reason, graceSeconds: config.shutdownGraceSeconds }, 'draining: refusing new sessions');
+      await inbound.drain(deadline);
+      await delivery.stop(deadline);
+      await inbound.close();
+      await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
+      http?.closeAllConnections();
+      await new Promise<void>((r) => (control ? control.close(() => r()) : r()));
+      const left = spool.stats().messages;
+      await spool.close();
+      logger.info({ queued: left }, 'relay stopped; queued mail stays in the spool');
+    })());
+
+  return { config, smtp, ...(httpAddress ? { http: httpAddress } : {}), spool, delivery, metrics, stop };
+}
+
+async function handleControl(delivery: DeliveryAgent, req: ControlRequest) {
+  switch (req.cmd) {
+    case 'flush':
+      delivery.flush();
+      return { ok: true as const };
+    case 'retry':
+      return delivery.retry(req.id) ? { ok: true as const } : { ok: false as const, error: `${req.id}: no such message` };
+    case 'delete':
+      return (await delivery.delete(req.id))
+        ? { ok: true as const }
+        : { ok: false as const, error: `${req.id}: no such message` };
+    default:
+      return { ok: false as const, error: 'unknown command' };
+  }
+}

@@ -1,0 +1,394 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo, Socket } from 'node:net';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { RelayConfig } from '../../config/schema.ts';
+import type { Logger } from '../../lib/logger.ts';
+import { Networks, normalizeAddress } from '../access/networks.ts';
+import type { RelayMetrics } from '../metrics.ts';
+import type { NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
+import { MessageFilter, receivedHeader } from './message-filter.ts';
+import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
+
+export interface InboundDeps {
+  config: RelayConfig;
+  spool: Spool;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** A message is durably queued: hand it to delivery. */
+  onQueued: (entry: QueueEntry) => void;
+  /** ETRN: retry deferred mail now. */
+  onEtrn: () => void;
+}
+
+/** The parts of smtp-server's connection object the relay reaches into (it has no public hooks for these). */
+interface Connection {
+  send(code: number, data?: unknown, context?: unknown): void;
+  close(): void;
+  init(): void;
+  on(event: string, fn: (arg: unknown) => void): void;
+  remoteAddress: string;
+  session: SMTPServerSession;
+  secure: boolean;
+  _dataStream: unknown;
+  _setListeners(cb: () => void): void;
+  connectionReady(): void;
+  _server: { options: SMTPServerOptions; connections: Set<unknown> };
+  handler_ETRN?: (command: Buffer | string, callback: () => void) => void;
+}
+
+const HOST_PORT = /^\[?([^\]]*)\]?:(\d+)$/;
+export function splitHostPort(hp: string): { host: string; port: number } {
+  const m = HOST_PORT.exec(hp);
+  if (!m) throw new Error(`bad HOST:PORT ${hp}`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+/**
+ * The inbound side: smtp-server with Postfix's replies, access control by client network,
+ * message filtering (line endings, trace headers) and the durable hand-off to the spool.
+ */
+export class InboundServer {
+  private readonly server: SMTPServer;
+  private readonly networks: Networks;
+  private readonly ehlo: EhloOptions;
+  private readonly connections = new Set<Connection>();
+  private readonly perAddress = new Map<string, number>();
+  private draining = false;
+  private transactions = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly deps: InboundDeps) {
+    const { config } = deps;
+    const smtp = config.smtp;
+    this.networks = new Networks(config.access.allow);
+    this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
+    const tls = smtp.tls ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) } : {};
+    const options: SMTPServerOptions = {
+      ...tls,
+      name: config.hostname,
+      banner: '',
+      heloResponse: '%s',
+      size: smtp.maxMessageSize,
+      maxClients: smtp.maxClients,
+      // biome-ignore lint/suspicious/noExplicitAny: option missing from @types/smtp-server
+      ...({ maxRecipients: smtp.maxRecipients, maxCommandLength: smtp.maxCommandLength } as any),
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: false,
+      hideSTARTTLS: !smtp.tls,
+      disabledCommands: ['AUTH', 'WIZ', 'SHELL', 'KILL', ...(smtp.tls ? [] : ['STARTTLS'])],
+      authOptional: true,
+      disableReverseLookup: true,
+      socketTimeout: smtp.idleTimeoutSeconds * 1000,
+      closeTimeout: config.shutdownGraceSeconds * 1000,
+      logger: false,
+      onConnect: (session, cb) => this.onConnect(session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+      onClose: (session) => this.onClose(session),
+    };
+    this.server = new SMTPServer(options);
+    // smtp-server builds one connection object per socket; take over that step to translate
+    // replies, add ETRN, and greet without the library's fixed 100 ms early-talker delay.
+    this.server.connect = (socket: Socket, socketOptions: unknown) => this.connect(socket, socketOptions);
+    this.server.on('error', (err) => deps.logger.warn({ err }, 'smtp server error'));
+  }
+
+  private connect(socket: Socket, socketOptions: unknown): void {
+    socket.setNoDelay(true);
+    const server = this.server as unknown as {
+      connections: Set<unknown>;
+      _onError(err: unknown): void;
+      _onClientConnect(data: unknown): void;
+    };
+    const conn = new (SMTPConnection as unknown as new (s: unknown, so: Socket, o: unknown) => Connection)(
+      this.server,
+      socket,
+      socketOptions,
+    );
+    server.connections.add(conn);
+    this.connections.add(conn);
+    conn.on('error', (err) => server._onError(err));
+    conn.on('connect', (data) => server._onClientConnect(data));
+    socket.once('close', () => this.connections.delete(conn));
+
+    const send = conn.send.bind(conn);
+    conn.send = (code: number, data?: unknown, context?: unknown) => {
+      const r = rewriteReply(code, data, context, this.ehlo);
+      if (!r) return send(code, data, context);
+      if (r.code >= 400) this.deps.metrics.rejections.inc({ reason: reasonOf(r.code, r.text) });
+      return send(r.code, r.text, false);
+    };
+    conn.handler_ETRN = (command, callback) => this.etrn(conn, command.toString(), callback);
+    conn.init = () => {
+      conn._setListeners(() => {
+        if (this.server.connections.size > (conn._server.options.maxClients ?? Number.POSITIVE_INFINITY)) {
+          return conn.send(421, '4.3.2 All server ports are busy', false);
+        }
+        setImmediate(() => conn.connectionReady());
+      });
+    };
+    conn.init();
+  }
+
+  private etrn(conn: Connection, command: string, callback: () => void): void {
+    const arg = command.trim().split(/\s+/)[1];
+    if (!arg) conn.send(501, '5.5.4 Syntax: ETRN domain', false);
+    else if (!this.networks.contains(conn.remoteAddress)) conn.send(554, `5.7.1 <${arg}>: Relay access denied`, false);
+    else {
+      this.deps.onEtrn();
+      conn.send(250, '2.0.0 Queuing started', false);
+    }
+    callback();
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = splitHostPort(this.deps.config.listen);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.server.off('error', onError);
+        resolve();
+      });
+    });
+    return this.server.server.address() as AddressInfo;
+  }
+
+  /** Sessions open now. */
+  activeConnections(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * SIGTERM: new sessions get 421 4.3.2; idle sessions are closed with it; a session in the
+   * middle of a transaction finishes it and is closed after its reply. Resolves when no
+   * transaction is in flight or at the deadline (ms epoch).
+   */
+  async drain(deadline: number): Promise<void> {
+    this.draining = true;
+    for (const conn of this.connections) {
+      if (!this.inTransaction(conn)) conn.send(421, '4.3.2 Service shutting down', false);
+    }
+    if (this.transactions > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Stops listening and drops whatever is left. */
+  async close(): Promise<void> {
+    for (const conn of this.connections) conn.send(421, '4.3.2 Service shutting down', false);
+    await new Promise<void>((resolve) => this.server.server.close(() => resolve()));
+  }
+
+  private inTransaction(conn: Connection): boolean {
+    return !!conn.session.envelope?.mailFrom || !!conn._dataStream;
+  }
+
+  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const m = this.deps.metrics;
+    if (this.draining) return cb(replies.shuttingDown());
+    const addr = normalizeAddress(session.remoteAddress);
+    const n = (this.perAddress.get(addr) ?? 0) + 1;
+    this.perAddress.set(addr, n);
+    (session as SessionExtra).counted = true;
+    m.connections.inc();
+    m.connectionsActive.inc();
+    if (n > this.deps.config.smtp.maxClientsPerAddress) {
+      this.deps.logger.warn({ client: addr, connections: n }, 'too many connections from one address');
+      return cb(replies.tooManyConnections(this.deps.config.hostname));
+    }
+    cb();
+  }
+
+  private onClose(session: SMTPServerSession): void {
+    if (!(session as SessionExtra).counted) return;
+    (session as SessionExtra).counted = false;
+    const addr = normalizeAddress(session.remoteAddress);
+    const n = (this.perAddress.get(addr) ?? 1) - 1;
+    if (n <= 0) this.perAddress.delete(addr);
+    else this.perAddress.set(addr, n);
+    this.deps.metrics.connectionsActive.dec();
+  }
+
+  private onMailFrom(
+    _address: { address: string },
+    session: SMTPServerSession,
+    cb: (err?: Error | null) => void,
+  ): void {
+    const { smtp } = this.deps.config;
+    if (smtp.tls?.required && !session.secure) return cb(replies.tlsRequired());
+    this.deps.spool.headroom().then(
+      (free) => {
+        if (free <= 0) {
+          this.deps.logger.error({ client: session.remoteAddress }, 'spool is short of space: refusing mail');
+          return cb(replies.noStorage());
+        }
+        cb();
+      },
+      () => cb(replies.noStorage()),
+    );
+  }
+
+  private onRcptTo(address: { address: string }, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    if (!this.networks.contains(session.remoteAddress)) {
+      this.deps.logger.warn(
+        { client: normalizeAddress(session.remoteAddress), from: session.envelope.mailFrom || undefined, to: address.address },
+        'relay access denied',
+      );
+      return cb(replies.relayDenied(address.address));
+    }
+    cb();
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    this.transactions++;
+    const started = { t: 0 };
+    this.receive(stream, session, started).then(
+      (reply) => {
+        const { metrics } = this.deps;
+        if (started.t) metrics.acceptDuration.observe(Number(process.hrtime.bigint() - BigInt(started.t)) / 1e9);
+        cb(null, reply);
+        this.transactionDone(session);
+      },
+      (err: unknown) => {
+        const e = err instanceof SmtpReplyError ? err : replies.localError();
+        if (!(err instanceof SmtpReplyError)) this.deps.logger.error({ err }, 'queue write failed');
+        this.deps.logger.info({ client: normalizeAddress(session.remoteAddress), reason: e.reason }, `refused: ${e.message}`);
+        cb(e);
+        this.transactionDone(session);
+      },
+    );
+  }
+
+  private transactionDone(session: SMTPServerSession): void {
+    this.transactions--;
+    if (this.draining) {
+      // Close the session once its reply is out: it gets its 250, then the 421.
+      setImmediate(() => {
+        for (const conn of this.connections) if (conn.session === session) conn.send(421, '4.3.2 Service shutting down', false);
+      });
+      if (this.transactions === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Streams one message into the spool; resolves with the 250 text or rejects with a reply. */
+  private async receive(stream: SMTPServerDataStream, session: SMTPServerSession, started: { t: number }): Promise<string> {
+    const { config, spool, logger, metrics } = this.deps;
+    const envelope = session.envelope;
+    const rcpts = envelope.rcptTo;
+    const writer = await spool.begin();
+    const id = (writer as { id?: string }).id;
+    const filter = new MessageFilter({
+      bareLineEndings: config.smtp.bareLineEndings,
+      maxLineLength: config.smtp.maxLineLength,
+      received: receivedHeader({
+        heloName: (session as SessionExtra).hostNameAppearsAs || undefined,
+        clientAddress: normalizeAddress(session.remoteAddress),
+        hostname: config.hostname,
+        protocol: session.transmissionType || 'ESMTP',
+        ...(id ? { id } : {}),
+        ...(rcpts.length === 1 ? { recipient: rcpts[0]!.address } : {}),
+        date: new Date(),
+      }),
+      makeMessageId: () => `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
+    });
+    const max = config.smtp.maxMessageSize;
+    let oversized = false;
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        if (oversized) continue; // keep reading to the final dot, store nothing more
+        if (stream.sizeExceeded || filter.size > max) {
+          oversized = true;
+          continue;
+        }
+        for (const b of filter.push(chunk)) await writer.write(b);
+      }
+      if (stream.sizeExceeded) oversized = true;
+      if (!oversized) for (const b of filter.end()) await writer.write(b);
+      started.t = Number(process.hrtime.bigint());
+      if (oversized) throw replies.tooBig();
+      if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
+      if (filter.lineTooLong) throw replies.lineTooLong();
+      const meta: NewMessage = {
+        from: envelope.mailFrom ? envelope.mailFrom.address : '',
+        recipients: rcpts.map(toRecipient),
+        dsn: dsnOf(envelope),
+        client: {
+          address: normalizeAddress(session.remoteAddress),
+          ...((session as SessionExtra).hostNameAppearsAs ? { helo: (session as SessionExtra).hostNameAppearsAs } : {}),
+        },
+        ...(filter.messageId ? { messageId: filter.messageId } : {}),
+        bodyType: (envelope as EnvelopeExtra).bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
+        smtputf8: !!(envelope as EnvelopeExtra).smtpUtf8,
+      };
+      const queued = await writer.commit(meta);
+      metrics.messagesReceived.inc();
+      metrics.bytesReceived.inc(queued.size);
+      logger.info(
+        {
+          queueId: queued.id,
+          messageId: meta.messageId,
+          from: meta.from,
+          to: meta.recipients.map((r) => r.address),
+          size: queued.size,
+          client: meta.client.address,
+          normalized: filter.bareLineEnding || undefined,
+        },
+        'queued',
+      );
+      this.deps.onQueued({ id: queued.id, size: queued.size, receivedAt: queued.receivedAt, nextAttemptAt: queued.nextAttemptAt });
+      return replies.queued(queued.id);
+    } catch (err) {
+      await writer.abort().catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+interface SessionExtra extends SMTPServerSession {
+  counted?: boolean;
+}
+interface EnvelopeExtra {
+  bodyType?: string;
+  smtpUtf8?: boolean;
+  dsn?: { ret?: string; envid?: string };
+}
+
+function toRecipient(r: { address: string; dsn?: { notify?: string[]; orcpt?: string } }): RecipientInput {
+  const out: RecipientInput = { address: r.address };
+  if (r.dsn?.notify) out.notify = r.dsn.notify as RecipientInput['notify'];
+  if (r.dsn?.orcpt) out.orcpt = r.dsn.orcpt;
+  return out;
+}
+
+function dsnOf(envelope: SMTPServerSession['envelope']): NewMessage['dsn'] {
+  const d = (envelope as EnvelopeExtra).dsn;
+  const out: NonNullable<NewMessage['dsn']> = {};
+  if (d?.ret === 'FULL' || d?.ret === 'HDRS') out.ret = d.ret;
+  if (d?.envid) out.envid = d.envid;
+  return out;
+}
+
+/** Label for the rejections metric, from the reply itself: every refusal passes the send wrapper once. */
+function reasonOf(code: number, text: string | string[]): string {
+  const t = Array.isArray(text) ? '' : text;
+  if (t.includes('Relay access denied')) return 'relay_denied';
+  if (t.startsWith('5.3.4')) return 'size';
+  if (t.startsWith('4.3.1')) return 'storage';
+  if (t.startsWith('4.5.3')) return 'recipients';
+  if (t.includes('too many connections') || t.includes('ports are busy')) return 'connection_limit';
+  if (t.startsWith('4.3.2')) return 'shutdown';
+  if (t.startsWith('4.4.2')) return 'timeout';
+  if (t.startsWith('5.5.2 Error: bare')) return 'bare_line_ending';
+  if (code >= 500 && code < 510) return 'syntax';
+  return `code_${code}`;
+}
