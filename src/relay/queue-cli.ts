@@ -1,0 +1,87 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.ts';
+import { type ControlRequest, controlSocketPath, sendControl } from './control.ts';
+import { formatMessage, formatQueue } from './queue-format.ts';
+import { deleteMessage, flushQueue, listMessages, retryMessage, showMessage, spoolOwner } from './spool/index.ts';
+import type { QueuedMessage } from './spool/types.ts';
+
+const USAGE = 'usage: email-relay queue list|show ID|flush|delete ID|retry ID [--spool DIR] [--config FILE] [--json]';
+
+/**
+ * `email-relay queue`: mailq / postqueue -f / postsuper -d for the relay's spool. Reads go to the
+ * files (safe on a live spool); changes go to the running relay over its control socket, or to
+ * the files when no relay owns the spool. Returns the exit code.
+ */
+export async function queueCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      spool: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      json: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [action, id, ...extra] = positionals;
+  const needsId = action === 'show' || action === 'delete' || action === 'retry';
+  if (!action || extra.length || (needsId && !id) || (!needsId && id)) return usage();
+  const config = await loadConfig({
+    ...(values.config ? { file: values.config } : {}),
+    flags: values.spool ? { spool: values.spool } : {},
+  });
+  const dir = config.spool.dir;
+  const out = (s: string) => process.stdout.write(s);
+
+  switch (action) {
+    case 'list': {
+      const messages: QueuedMessage[] = [];
+      for await (const m of listMessages(dir)) {
+        if (m.message) messages.push(m.message);
+        else process.stderr.write(`${m.entry.id}: unreadable: ${m.error}\n`);
+      }
+      out(values.json ? `${JSON.stringify(messages, null, 2)}\n` : formatQueue(messages));
+      return 0;
+    }
+    case 'show': {
+      const shown = await showMessage(dir, id!);
+      if (!shown) return fail(`${id}: no such message in ${dir}`);
+      out(values.json ? `${JSON.stringify(shown, null, 2)}\n` : formatMessage(shown.message, shown.headers));
+      return 0;
+    }
+    case 'flush':
+    case 'retry':
+    case 'delete': {
+      const req = (action === 'flush' ? { cmd: 'flush' } : { cmd: action, id: id! }) as ControlRequest;
+      const owner = await spoolOwner(dir);
+      if (owner?.alive) {
+        const reply = await sendControl(controlSocketPath(dir), req);
+        if (!reply) return fail(`the relay (pid ${owner.pid}) owns ${dir} but does not answer on its control socket`);
+        if (!reply.ok) return fail(reply.error);
+        out(`${action === 'flush' ? 'flushing the queue' : `${id}: ${action === 'delete' ? 'deleted' : 'scheduled now'}`} (running relay, pid ${owner.pid})\n`);
+        return 0;
+      }
+      if (action === 'flush') {
+        const n = await flushQueue(dir);
+        out(`${n} deferred message${n === 1 ? '' : 's'} now due (relay not running: delivered at its next start)\n`);
+        return 0;
+      }
+      const done = action === 'delete' ? await deleteMessage(dir, id!) : await retryMessage(dir, id!);
+      if (!done) return fail(`${id}: no such message in ${dir}`);
+      out(`${id}: ${action === 'delete' ? 'deleted' : 'due now'}\n`);
+      return 0;
+    }
+    default:
+      return usage();
+  }
+}
+
+function usage(): number {
+  process.stderr.write(`${USAGE}\n`);
+  return 2;
+}
+
+function fail(message: string): number {
+  process.stderr.write(`email-relay queue: ${message}\n`);
+  return 1;
+}
