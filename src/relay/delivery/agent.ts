@@ -1,0 +1,374 @@
+import { resolve } from 'node:path';
+import type { QueuedMessage, QueuedRecipient, QueueEntry } from '../spool/types.ts';
+import { type AttemptResult, attemptUpstream, type TransactionReport } from './attempt.ts';
+import { queueNotice } from './bounce.ts';
+import { CircuitBreaker } from './breaker.ts';
+import { authConfigured } from './credentials.ts';
+import type { DsnAction } from './dsn.ts';
+import { writeOutbox } from './outbox.ts';
+import { localDeferral, type Outcome, type RecipientResult } from './reply.ts';
+import { retryDelayMs } from './schedule.ts';
+import { Scheduler } from './scheduler.ts';
+import { type Notices, type Settlement, settle } from './settle.ts';
+import { UpstreamPool } from './transport.ts';
+import type { DeliveryAgent, DeliveryDeps } from './types.ts';
+import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
+
+/** Consecutive connection failures that open the circuit breaker while the upstream was healthy. */
+const BREAKER_THRESHOLD = 3;
+
+const METRIC_STATUS: Record<Outcome, 'success' | 'deferred' | 'bounced'> = {
+  sent: 'success',
+  deferred: 'deferred',
+  bounced: 'bounced',
+};
+
+/**
+ * The delivery agent: Postfix's qmgr (scheduler.ts), smtp client (attempt.ts, transport.ts) and
+ * bounce daemon (settle.ts, bounce.ts, dsn.ts) behind the DeliveryAgent contract.
+ */
+export class Agent implements DeliveryAgent {
+  private readonly scheduler: Scheduler;
+  private readonly target: UpstreamTarget | undefined;
+  private readonly breaker: CircuitBreaker | undefined;
+  private readonly pool: UpstreamPool | undefined;
+  private readonly now: () => number;
+  /** Messages deferred without dialing (open breaker): retried as soon as the upstream answers again. */
+  private readonly suspended = new Set<string>();
+  /** Ids an administrator is deleting: their in-flight attempt must not write anything back. */
+  private readonly deleting = new Set<string>();
+  private started = false;
+
+  constructor(private readonly deps: DeliveryDeps) {
+    const { config } = deps;
+    const q = config.queue;
+    this.now = deps.now ?? Date.now;
+    if (config.upstream.url) {
+      this.target = parseUpstreamUrl(config.upstream.url);
+      this.breaker = new CircuitBreaker(
+        {
+          threshold: BREAKER_THRESHOLD,
+          initialMs: q.retryInitialSeconds * 1000,
+          multiplier: q.retryMultiplier,
+          maxMs: q.retryMaxSeconds * 1000,
+        },
+        this.now,
+        {
+          onTrip: (until, reason) =>
+            deps.logger.warn(
+              { relay: this.relay(), reason, suspendedSeconds: Math.round((until - this.now()) / 1000) },
+              'upstream unreachable: delivery suspended',
+            ),
+          onRecover: () => this.recovered(),
+        },
+      );
+      this.pool = new UpstreamPool({
+        target: this.target,
+        hostname: config.hostname,
+        upstream: config.upstream,
+        breaker: this.breaker,
+        logger: deps.logger,
+      });
+    }
+    this.scheduler = new Scheduler({
+      concurrency: config.upstream.maxConnections,
+      now: this.now,
+      run: (id, signal) => this.deliver(id, signal),
+      onError: (id, err) => {
+        deps.logger.error({ queueId: id, err }, 'delivery attempt failed unexpectedly');
+        return this.now() + retryDelayMs(1, q);
+      },
+    });
+    this.watchQueueGauges();
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    const { config, logger, spool } = this.deps;
+    if (this.target) {
+      logger.info(
+        {
+          upstream: describeTarget(this.target),
+          ehlo: config.hostname,
+          auth: authConfigured(config.upstream.auth) ? (config.upstream.auth?.method ?? 'PLAIN') : 'none',
+          maxConnections: config.upstream.maxConnections,
+        },
+        'delivering through upstream',
+      );
+      if (config.hostname === 'localhost' || !config.hostname.includes('.')) {
+        logger.warn(
+          { hostname: config.hostname },
+          'hostname is not a FQDN: smarthosts such as smtp-relay.gmail.com refuse EHLO localhost (set hostname)',
+        );
+      }
+    } else {
+      logger.info(
+        { outbox: resolve(config.upstream.outboxDir) },
+        'no upstream configured (upstream.url unset): mail is written as .eml files into the outbox directory',
+      );
+    }
+    const entries = spool.entries();
+    this.scheduler.scheduleMany(entries.map((e) => ({ id: e.id, due: e.nextAttemptAt })));
+  }
+
+  enqueue(entry: QueueEntry): void {
+    this.scheduler.schedule(entry.id, Math.min(entry.nextAttemptAt, this.now()));
+  }
+
+  flush(): void {
+    this.breaker?.reset();
+    this.suspended.clear();
+    this.scheduler.makeAllDue();
+  }
+
+  retry(id: string): boolean {
+    return this.scheduler.makeDue(id);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const { spool, metrics, logger } = this.deps;
+    this.deleting.add(id);
+    try {
+      const known = this.scheduler.has(id);
+      await this.scheduler.forget(id); // waits for an attempt in flight
+      if (!known && !(await spool.get(id))) return false;
+      await spool.remove(id).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      this.suspended.delete(id);
+      metrics.deliveries.inc({ outcome: 'deleted' });
+      logger.info({ queueId: id }, 'message deleted from the queue');
+      return true;
+    } finally {
+      this.deleting.delete(id);
+    }
+  }
+
+  inFlight(): number {
+    return this.scheduler.inFlight;
+  }
+
+  async stop(deadline: number): Promise<void> {
+    await this.scheduler.stop(deadline);
+    await this.pool?.close();
+  }
+
+  private relay(): string {
+    return this.target ? `${this.target.host}:${this.target.port}` : 'outbox';
+  }
+
+  private recovered(): void {
+    this.deps.logger.info({ relay: this.relay(), waiting: this.suspended.size }, 'upstream reachable again');
+    for (const id of this.suspended) this.scheduler.makeDue(id);
+    this.suspended.clear();
+  }
+
+  /** One attempt of one message; resolves with when to try again, undefined when it left the queue. */
+  private async deliver(id: string, signal: AbortSignal): Promise<number | undefined> {
+    const { spool, config } = this.deps;
+    const msg = await spool.get(id);
+    if (!msg) return undefined; // removed behind our back (queue delete from the CLI)
+    if (!msg.recipients.some((r) => r.status === 'pending')) {
+      await spool.remove(id); // finished before a crash, not yet removed
+      return undefined;
+    }
+    const attempt = this.pool
+      ? await attemptUpstream(
+          msg,
+          {
+            pool: this.pool,
+            spool,
+            maxRecipients: config.upstream.maxRecipientsPerTransaction,
+            now: this.now,
+            onTransaction: (t) => this.report(msg, t),
+          },
+          signal,
+        )
+      : await this.deliverToOutbox(msg);
+    if (this.deleting.has(id)) return undefined;
+
+    if (attempt.suspendedUntil) this.suspended.add(id);
+    else this.suspended.delete(id);
+    let s = settle({
+      msg,
+      results: attempt.results,
+      dsnPassed: attempt.dsnPassed,
+      now: this.now(),
+      policy: config.queue,
+      random: Math.random(),
+      ...(attempt.suspendedUntil ? { notBefore: attempt.suspendedUntil } : {}),
+    });
+    s = await this.notify(s);
+    if (s.done) {
+      await spool.remove(id);
+      this.deps.metrics.deliveries.inc({ outcome: s.outcome });
+      return undefined;
+    }
+    await spool.update(s.msg);
+    return s.msg.nextAttemptAt;
+  }
+
+  /** Queue the DSNs a settlement owes. If that fails (spool full), the bounced recipients stay pending to bounce again later. */
+  private async notify(s: Settlement): Promise<Settlement> {
+    const { spool, config, logger, metrics } = this.deps;
+    const { msg } = s;
+    if (s.expired.length) {
+      logger.warn(
+        {
+          queueId: msg.id,
+          messageId: msg.messageId,
+          from: msg.from,
+          to: s.expired.map((r) => r.address),
+          outcome: 'bounced',
+          reason: 'expired',
+          delay: this.age(msg),
+          attempts: msg.attempts,
+        },
+        'message expired: giving up',
+      );
+    }
+    if (s.suppressed) {
+      logger.warn(
+        {
+          queueId: msg.id,
+          to: msg.recipients.filter((r) => s.bouncedNow.includes(r.address)).map((r) => r.address),
+        },
+        'undeliverable notification dropped (a bounce is never bounced)',
+      );
+    }
+    const kinds: [DsnAction, keyof Notices][] = [
+      ['failed', 'failed'],
+      ['delayed', 'delayed'],
+      ['relayed', 'relayed'],
+    ];
+    try {
+      for (const [action, key] of kinds) {
+        const notices = s.notices[key];
+        if (!notices.length) continue;
+        const bounce = await queueNotice(action, msg, notices, {
+          spool,
+          hostname: config.hostname,
+          policy: config.queue,
+          ...(this.target ? { remoteMta: this.target.host } : {}),
+          now: this.now(),
+        });
+        metrics.bouncesGenerated.inc();
+        logger.info(
+          {
+            queueId: msg.id,
+            dsn: bounce.id,
+            action,
+            to: msg.from,
+            recipients: notices.map((n) => n.rcpt.address),
+          },
+          'delivery status notification queued',
+        );
+        this.enqueue(bounce);
+      }
+      return s;
+    } catch (err) {
+      logger.error({ queueId: msg.id, err }, 'cannot queue a delivery status notification: will retry');
+      const recipients = msg.recipients.map(
+        (r): QueuedRecipient => (s.bouncedNow.includes(r.address) ? { ...r, status: 'pending' } : r),
+      );
+      const retry: QueuedMessage = {
+        ...msg,
+        recipients,
+        nextAttemptAt: this.now() + retryDelayMs(msg.attempts, config.queue),
+      };
+      return { ...s, msg: retry, done: false };
+    }
+  }
+
+  private async deliverToOutbox(msg: QueuedMessage): Promise<AttemptResult> {
+    const { spool, config } = this.deps;
+    const pending = msg.recipients.filter((r) => r.status === 'pending');
+    const started = this.now();
+    let verdict: Omit<RecipientResult, 'address'>;
+    try {
+      const file = await writeOutbox(
+        config.upstream.outboxDir,
+        msg,
+        pending.map((r) => r.address),
+        spool.openBody(msg.id),
+        config.spool.fsync,
+      );
+      verdict = {
+        outcome: 'sent',
+        reply: `250 2.0.0 written to ${file}`,
+        status: '2.0.0',
+        remote: false,
+        class: '2xx',
+      };
+    } catch (err) {
+      verdict = localDeferral(`cannot write to outbox: ${(err as Error).message}`, '4.3.0');
+    }
+    const recipients = pending.map((r) => ({ ...verdict, address: r.address }));
+    this.report(msg, { recipients, seconds: (this.now() - started) / 1000, replies: [] }, true);
+    return { results: new Map(recipients.map((r) => [r.address, r])), dsnPassed: new Set() };
+  }
+
+  private age(msg: QueuedMessage): number {
+    return Math.round((this.now() - msg.receivedAt) / 1000);
+  }
+
+  /** Metrics and one log line per transaction and outcome (a transaction's recipients can differ). */
+  private report(msg: QueuedMessage, t: TransactionReport, local = false): void {
+    const { metrics, logger } = this.deps;
+    if (t.replies.length || local) metrics.sendDuration.observe(t.seconds);
+    for (const c of t.replies) metrics.upstreamReplies.inc({ class: c });
+    const groups = new Map<string, RecipientResult[]>();
+    for (const r of t.recipients) {
+      metrics.emailsSent.inc({ status: METRIC_STATUS[r.outcome] });
+      const key = `${r.outcome}\0${r.reply}`;
+      const g = groups.get(key);
+      if (g) g.push(r);
+      else groups.set(key, [r]);
+    }
+    for (const g of groups.values()) {
+      const first = g[0]!;
+      logger.info(
+        {
+          queueId: msg.id,
+          messageId: msg.messageId,
+          from: msg.from,
+          to: g.map((r) => r.address),
+          size: msg.size,
+          client: msg.client.address,
+          ...(msg.client.namespace ? { namespace: msg.client.namespace } : {}),
+          ...(msg.client.pod ? { pod: msg.client.pod } : {}),
+          relay: this.relay(),
+          reply: first.reply,
+          status: first.status,
+          delay: this.age(msg),
+          seconds: Math.round(t.seconds * 1000) / 1000,
+          outcome: first.outcome,
+          attempt: msg.attempts + 1,
+          ...(msg.isBounce ? { bounce: true } : {}),
+        },
+        first.outcome,
+      );
+    }
+  }
+
+  /** The queue gauges are computed from the spool when Prometheus scrapes (prom-client `collect`). */
+  private watchQueueGauges(): void {
+    const { metrics, spool } = this.deps;
+    const stats = () => {
+      try {
+        return spool.stats();
+      } catch {
+        return undefined;
+      }
+    };
+    Object.assign(metrics.queueSize, { collect: () => metrics.queueSize.set(stats()?.messages ?? 0) });
+    Object.assign(metrics.queueBytes, { collect: () => metrics.queueBytes.set(stats()?.bytes ?? 0) });
+    Object.assign(metrics.queueOldestAge, {
+      collect: () => {
+        const oldest = stats()?.oldestReceivedAt;
+        metrics.queueOldestAge.set(oldest === undefined ? 0 : Math.max(0, (this.now() - oldest) / 1000));
+      },
+    });
+  }
+}
