@@ -75,6 +75,7 @@ export interface SpoolWriter {
   /**
    * Make the message durable and queued: resolves only after file and directory are fsynced
    * (fsyncs are shared across concurrent commits: group commit). Only then may 250 be sent.
+   * "File" is the spool's journal for small messages, the message's own file for large ones.
    */
   commit(meta: NewMessage): Promise<QueuedMessage>;
   /** Throw the partial message away (client aborted, size exceeded...). */
@@ -86,6 +87,24 @@ export interface SpoolStats {
   bytes: number;
   /** ms since epoch of the oldest message, undefined when empty. */
   oldestReceivedAt?: number;
+  /** Durability work done since open (counters), for metrics and tests. */
+  io?: SpoolIoStats;
+}
+
+export interface SpoolIoStats {
+  /** fdatasync of single files (large messages, state changes, checkpoints). */
+  fileSyncs: number;
+  /** fsync of the queue directory (each covers every rename/unlink before it). */
+  dirSyncs: number;
+  /** fdatasync of the journal (each covers every record appended before it). */
+  journalSyncs: number;
+  journalRecords: number;
+  /** Bytes in journal segments now. */
+  journalBytes: number;
+  journalSegments: number;
+  checkpoints: number;
+  /** Messages whose own file was fsynced by a checkpoint (i.e. not removed before it). */
+  checkpointedMessages: number;
 }
 
 export interface Spool {

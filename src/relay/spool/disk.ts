@@ -1,0 +1,116 @@
+import { constants, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { isCode } from './lock.ts';
+
+/** Small file-system helpers shared by the live spool and the offline functions. */
+
+// Linux IOV_MAX; more buffers per writev fail with EINVAL.
+const IOV_MAX = 1024;
+
+/** Writes every buffer at `pos`, looping over partial writes. */
+export async function writeAll(fh: FileHandle, bufs: readonly Buffer[], pos: number): Promise<number> {
+  let list = bufs.filter((b) => b.length > 0);
+  let written = 0;
+  while (list.length > 0) {
+    const batch = list.slice(0, IOV_MAX);
+    const want = batch.reduce((n, b) => n + b.length, 0);
+    const { bytesWritten } =
+      batch.length === 1 ? await fh.write(batch[0]!, 0, want, pos) : await fh.writev(batch, pos);
+    pos += bytesWritten;
+    written += bytesWritten;
+    if (bytesWritten === want) {
+      list = list.slice(batch.length);
+      continue;
+    }
+    // Partial: drop what went out, keep the rest.
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const b of list) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    list = rest;
+  }
+  return written;
+}
+
+/**
+ * Creates `path` (must not exist) with these contents, fdatasynced if `sync`; removes it again on
+ * failure. `onSyncError` tells a failed fdatasync (fatal: pages may be lost) from a failed write.
+ */
+export async function writeNewFile(
+  path: string,
+  bufs: readonly Buffer[],
+  sync: boolean,
+  onSyncError?: (e: unknown) => void,
+): Promise<void> {
+  const fh = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o640);
+  try {
+    await writeAll(fh, bufs, 0);
+    if (sync) {
+      try {
+        await fh.datasync();
+      } catch (e) {
+        onSyncError?.(e);
+        throw e;
+      }
+    }
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await fsp.rm(path, { force: true });
+    throw e;
+  }
+  await fh.close();
+}
+
+export async function readExactly(fh: FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.alloc(len);
+  let off = 0;
+  while (off < len) {
+    const { bytesRead } = await fh.read(buf, off, len - off, pos + off);
+    if (bytesRead === 0) throw Object.assign(new Error('unexpected end of file'), { code: 'ESHORT' });
+    off += bytesRead;
+  }
+  return buf;
+}
+
+/** fdatasync an existing file by name; false if it is gone. */
+export async function syncFile(path: string): Promise<boolean> {
+  let fh: FileHandle;
+  try {
+    fh = await fsp.open(path, 'r');
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return false;
+    throw e;
+  }
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+export async function unlinkQuiet(path: string): Promise<void> {
+  try {
+    await fsp.unlink(path);
+  } catch (e) {
+    if (!isCode(e, 'ENOENT')) throw e;
+  }
+}
+
+/** Runs fn over items with at most `limit` in flight. */
+export async function mapLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

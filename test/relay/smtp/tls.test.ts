@@ -1,0 +1,67 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
+import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+
+const run = promisify(execFile);
+
+describe('STARTTLS with a configured certificate', () => {
+  let dir: string;
+  let certFile: string;
+  let keyFile: string;
+  const relays: TestRelay[] = [];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'email-relay-tls-'));
+    certFile = join(dir, 'tls.crt');
+    keyFile = join(dir, 'tls.key');
+    await run('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=mail.bionicaisolutions.com',
+    ]);
+  });
+  afterAll(async () => {
+    await Promise.all(relays.map((r) => r.dispose()));
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('advertises STARTTLS where the seed shows it and relays over TLS (swaks)', async () => {
+    const relay = await startTestRelay({ smtp: { tls: { certFile, keyFile } } });
+    relays.push(relay);
+    const c = await SmtpDialog.open(relay.port);
+    await c.reply();
+    expect(await c.cmd('EHLO client.example.com')).toEqual([
+      '250-mail.bionicaisolutions.com',
+      '250-PIPELINING',
+      '250-SIZE 10240000',
+      '250-VRFY',
+      '250-ETRN',
+      '250-STARTTLS',
+      '250-ENHANCEDSTATUSCODES',
+      '250-8BITMIME',
+      '250-SMTPUTF8',
+      '250 DSN',
+    ]);
+    expect(await c.cmd('STARTTLS')).toEqual(['220 2.0.0 Ready to start TLS']);
+    c.close();
+    const { stdout } = await run('swaks', [
+      '--server', `127.0.0.1:${relay.port}`, '--tls', '--from', 'a@example.com', '--to', 'b@example.com',
+    ]);
+    expect(stdout).toMatch(/TLS started/);
+    expect(stdout).toMatch(/<~ {2}250 2\.0\.0 Ok: queued as /);
+  });
+
+  it('with required: true refuses mail before STARTTLS', async () => {
+    const relay = await startTestRelay({ smtp: { tls: { certFile, keyFile, required: true } } });
+    relays.push(relay);
+    const c = await SmtpDialog.open(relay.port);
+    await c.reply();
+    await c.cmd('EHLO client.example.com');
+    expect(await c.cmd('MAIL FROM:<a@example.com>')).toEqual(['530 5.7.0 Must issue a STARTTLS command first']);
+    c.close();
+  });
+});

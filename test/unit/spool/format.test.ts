@@ -1,0 +1,171 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decodeEnvelope,
+  decodeJournal,
+  decodeMessageImage,
+  decodePreamble,
+  encodeDelRecord,
+  encodeEnvelope,
+  encodeMessageImage,
+  encodePreamble,
+  encodePutRecord,
+  messageFileName,
+  PREAMBLE_SIZE,
+  parseQueueFileName,
+  parseSegmentFileName,
+  SpoolFormatError,
+  segmentFileName,
+  stateFileName,
+} from '../../../src/relay/spool/format.ts';
+import type { QueuedMessage } from '../../../src/relay/spool/types.ts';
+
+const ID = '1KQ4Z8M2B0000001';
+
+const msg: QueuedMessage = {
+  id: ID,
+  from: 'app@example.com',
+  recipients: [
+    {
+      address: 'a@example.org',
+      status: 'pending',
+      notify: ['FAILURE', 'DELAY'],
+      orcpt: 'rfc822;a@example.org',
+    },
+    { address: 'ü@example.org', status: 'sent', lastReply: '250 2.0.0 OK' },
+  ],
+  dsn: { ret: 'HDRS', envid: 'x1' },
+  client: { address: '10.0.0.7', helo: 'pod', namespace: 'apps' },
+  messageId: '<m@x>',
+  bodyType: '8BITMIME',
+  smtputf8: true,
+  size: 11,
+  receivedAt: 1_700_000_000_000,
+  nextAttemptAt: 1_700_000_000_000,
+  attempts: 0,
+};
+
+const concat = (bufs: Buffer[]) => Buffer.concat(bufs);
+
+describe('preamble', () => {
+  it('is 32 ASCII bytes and round-trips', () => {
+    const p = encodePreamble(123456789, 4242);
+    expect(p.length).toBe(PREAMBLE_SIZE);
+    expect(p.toString('ascii')).toMatch(/^ERSQ01 [0-9a-f]{12} [0-9a-f]{8} +\n$/);
+    expect(decodePreamble(p)).toEqual({ bodyLen: 123456789, envLen: 4242 });
+  });
+
+  it('rejects other files and versions', () => {
+    expect(() => decodePreamble(Buffer.alloc(32))).toThrow(SpoolFormatError);
+    const v2 = Buffer.from(encodePreamble(1, 1).toString('ascii').replace('ERSQ01', 'ERSQ02'));
+    expect(() => decodePreamble(v2)).toThrow(/version/);
+  });
+});
+
+describe('envelope', () => {
+  it('round-trips every field, including unicode and unknown ones', () => {
+    const extra = { ...msg, futureField: [1, 2] } as QueuedMessage;
+    expect(decodeEnvelope(encodeEnvelope(extra))).toEqual(extra);
+  });
+
+  it('carries the format version and refuses others', () => {
+    const json = JSON.parse(encodeEnvelope(msg).toString());
+    expect(json.v).toBe(1);
+    expect(() => decodeEnvelope(JSON.stringify({ ...json, v: 2 }))).toThrow(/version/);
+  });
+
+  it('refuses damaged envelopes', () => {
+    expect(() => decodeEnvelope('{"v":1')).toThrow(SpoolFormatError);
+    expect(() => decodeEnvelope(JSON.stringify({ v: 1, id: ID }))).toThrow(/required/);
+    const bad = { ...msg, recipients: [{ address: 'a@b', status: 'weird' }] };
+    expect(() => decodeEnvelope(encodeEnvelope(bad as QueuedMessage))).toThrow(/required/);
+  });
+});
+
+describe('message image', () => {
+  it('is preamble, body, envelope; body at a fixed offset', () => {
+    const body = [Buffer.from('Subject: x\r\n'), Buffer.from('\r\nhi\r\n')];
+    const env = encodeEnvelope({ ...msg, size: 18 });
+    const image = concat(encodeMessageImage(body, 18, env));
+    expect(image.subarray(PREAMBLE_SIZE, PREAMBLE_SIZE + 18).toString()).toBe('Subject: x\r\n\r\nhi\r\n');
+    const decoded = decodeMessageImage(image);
+    expect(decoded.body.toString()).toBe('Subject: x\r\n\r\nhi\r\n');
+    expect(decoded.envelope.id).toBe(ID);
+  });
+
+  it('detects a truncated image', () => {
+    const image = concat(encodeMessageImage([Buffer.from('abc')], 3, encodeEnvelope(msg)));
+    expect(() => decodeMessageImage(image.subarray(0, image.length - 1))).toThrow(/length/);
+  });
+
+  it('handles an empty body', () => {
+    const image = concat(encodeMessageImage([], 0, encodeEnvelope({ ...msg, size: 0 })));
+    expect(decodeMessageImage(image).body.length).toBe(0);
+  });
+});
+
+describe('file names', () => {
+  it('round-trip message and state names', () => {
+    expect(parseQueueFileName(messageFileName(ID, 2048))).toEqual({ kind: 'message', id: ID, size: 2048 });
+    expect(parseQueueFileName(stateFileName(ID, 3, 1_700_000_123_456))).toEqual({
+      kind: 'state',
+      id: ID,
+      gen: 3,
+      nextAttemptAt: 1_700_000_123_456,
+    });
+  });
+
+  it('ignores foreign names', () => {
+    for (const n of [
+      'x',
+      `${ID}`,
+      `${ID}-m`,
+      `${ID}-mx1`,
+      `${ID.toLowerCase()}-m1`,
+      `${ID}-s1`,
+      `1KQ4Z8M2B000000I-m1`,
+    ]) {
+      expect(parseQueueFileName(n)).toBeUndefined();
+    }
+  });
+
+  it('segment names sort by sequence', () => {
+    const names = [10, 2, 300].map(segmentFileName).sort();
+    expect(names.map(parseSegmentFileName)).toEqual([2, 10, 300]);
+    expect(parseSegmentFileName('junk.wal')).toBeUndefined();
+  });
+});
+
+describe('journal records', () => {
+  const image = encodeMessageImage([Buffer.from('Subject: j\r\n\r\nbody\r\n')], 20, encodeEnvelope(msg));
+  const stream = concat([...encodePutRecord(ID, image), ...encodeDelRecord(ID)]);
+
+  it('round-trip puts and deletes', () => {
+    const { records, validBytes } = decodeJournal(stream);
+    expect(validBytes).toBe(stream.length);
+    expect(records.map((r) => [r.type, r.id])).toEqual([
+      ['put', ID],
+      ['del', ID],
+    ]);
+    const put = records[0];
+    expect(put?.type === 'put' && put.image.equals(concat(image))).toBe(true);
+  });
+
+  it('stop at a torn tail', () => {
+    for (const cut of [1, 10, 25, stream.length - 40]) {
+      const { records, validBytes } = decodeJournal(stream.subarray(0, stream.length - cut));
+      expect(records.length).toBeLessThan(2);
+      expect(validBytes).toBeLessThan(stream.length);
+    }
+  });
+
+  it('stop at a corrupted record', () => {
+    const damaged = Buffer.from(stream);
+    damaged[60] = (damaged[60] ?? 0) ^ 0xff;
+    expect(decodeJournal(damaged)).toEqual({ records: [], validBytes: 0 });
+  });
+
+  it('stop at zero fill (preallocated or sparse tail)', () => {
+    const { records } = decodeJournal(Buffer.concat([stream, Buffer.alloc(4096)]));
+    expect(records.length).toBe(2);
+  });
+});
