@@ -25,7 +25,10 @@ const seconds = z.number().nonnegative();
 
 const upstreamUrl = z
   .string()
-  .regex(/^(smtp|smtp\+starttls|smtps):\/\/[^/\s:]+(:\d{1,5})?\/?$/, 'expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]');
+  .regex(
+    /^(smtp|smtp\+starttls|smtps):\/\/[^/\s:]+(:\d{1,5})?\/?$/,
+    'expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]',
+  );
 
 export const tlsFilesSchema = z.object({
   certFile: z.string().describe('PEM certificate chain (e.g. a cert-manager Secret, tls.crt)'),
@@ -37,7 +40,10 @@ export const configSchema = z
     hostname: z
       .string()
       .min(1)
-      .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'expected a host name')
+      .regex(
+        /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/,
+        'expected a host name',
+      )
       .default('localhost')
       .describe('Name in the 220 banner, the EHLO sent upstream (Google refuses "localhost") and Received:'),
     listen: hostPort.default('127.0.0.1:2525').describe('SMTP listener, HOST:PORT'),
@@ -114,9 +120,16 @@ export const configSchema = z
         retryInitialSeconds: seconds.default(300),
         retryMaxSeconds: seconds.default(4000),
         retryMultiplier: z.number().min(1).default(2),
-        retryJitter: z.number().min(0).max(1).default(0.1).describe('Fraction of random spread on each delay'),
+        retryJitter: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(0.1)
+          .describe('Fraction of random spread on each delay'),
         maxLifetimeSeconds: seconds.default(5 * 24 * 3600).describe('Bounce deferred mail older than this'),
-        bounceLifetimeSeconds: seconds.default(5 * 24 * 3600).describe('Drop undeliverable bounces older than this'),
+        bounceLifetimeSeconds: seconds
+          .default(5 * 24 * 3600)
+          .describe('Drop undeliverable bounces older than this'),
         delayWarningSeconds: seconds.default(0).describe('Send a delay DSN after this long (0: never)'),
       })
       .prefault({}),

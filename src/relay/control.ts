@@ -47,7 +47,11 @@ export async function listenControl(path: string, handle: ControlHandler): Promi
 }
 
 /** Sends one request; undefined when no relay listens (stopped relay: act on files instead). */
-export function sendControl(path: string, req: ControlRequest, timeoutMs = 30_000): Promise<ControlReply | undefined> {
+export function sendControl(
+  path: string,
+  req: ControlRequest,
+  timeoutMs = 30_000,
+): Promise<ControlReply | undefined> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = '';

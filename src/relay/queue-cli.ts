@@ -2,10 +2,18 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { type ControlRequest, controlSocketPath, sendControl } from './control.ts';
 import { formatMessage, formatQueue } from './queue-format.ts';
-import { deleteMessage, flushQueue, listMessages, retryMessage, showMessage, spoolOwner } from './spool/index.ts';
+import {
+  deleteMessage,
+  flushQueue,
+  listMessages,
+  retryMessage,
+  showMessage,
+  spoolOwner,
+} from './spool/index.ts';
 import type { QueuedMessage } from './spool/types.ts';
 
-const USAGE = 'usage: email-relay queue list|show ID|flush|delete ID|retry ID [--spool DIR] [--config FILE] [--json]';
+const USAGE =
+  'usage: email-relay queue list|show ID|flush|delete ID|retry ID [--spool DIR] [--config FILE] [--json]';
 
 /**
  * `email-relay queue`: mailq / postqueue -f / postsuper -d for the relay's spool. Reads go to the
@@ -56,14 +64,19 @@ export async function queueCommand(args: string[]): Promise<number> {
       const owner = await spoolOwner(dir);
       if (owner?.alive) {
         const reply = await sendControl(controlSocketPath(dir), req);
-        if (!reply) return fail(`the relay (pid ${owner.pid}) owns ${dir} but does not answer on its control socket`);
+        if (!reply)
+          return fail(`the relay (pid ${owner.pid}) owns ${dir} but does not answer on its control socket`);
         if (!reply.ok) return fail(reply.error);
-        out(`${action === 'flush' ? 'flushing the queue' : `${id}: ${action === 'delete' ? 'deleted' : 'scheduled now'}`} (running relay, pid ${owner.pid})\n`);
+        out(
+          `${action === 'flush' ? 'flushing the queue' : `${id}: ${action === 'delete' ? 'deleted' : 'scheduled now'}`} (running relay, pid ${owner.pid})\n`,
+        );
         return 0;
       }
       if (action === 'flush') {
         const n = await flushQueue(dir);
-        out(`${n} deferred message${n === 1 ? '' : 's'} now due (relay not running: delivered at its next start)\n`);
+        out(
+          `${n} deferred message${n === 1 ? '' : 's'} now due (relay not running: delivered at its next start)\n`,
+        );
         return 0;
       }
       const done = action === 'delete' ? await deleteMessage(dir, id!) : await retryMessage(dir, id!);

@@ -7,7 +7,8 @@ export function formatQueue(messages: QueuedMessage[], now = Date.now()): string
   let bytes = 0;
   for (const m of messages) {
     bytes += m.size;
-    const due = m.nextAttemptAt <= now ? '' : `  (next attempt in ${Math.ceil((m.nextAttemptAt - now) / 1000)}s)`;
+    const due =
+      m.nextAttemptAt <= now ? '' : `  (next attempt in ${Math.ceil((m.nextAttemptAt - now) / 1000)}s)`;
     lines.push(
       `${m.id.padEnd(16)} ${String(m.size).padStart(8)} ${arrival(m.receivedAt)}  ${m.from || 'MAILER-DAEMON'}${due}`,
     );
@@ -43,7 +44,8 @@ export function formatMessage(m: QueuedMessage, headers: string): string {
     ...(m.dsn?.envid || m.dsn?.ret ? [`dsn:          ${JSON.stringify(m.dsn)}`] : []),
     'recipients:',
     ...m.recipients.map(
-      (r) => `  ${r.status.padEnd(8)} ${r.address}${r.notify ? ` NOTIFY=${r.notify.join(',')}` : ''}${r.lastReply ? `  (${r.lastReply})` : ''}`,
+      (r) =>
+        `  ${r.status.padEnd(8)} ${r.address}${r.notify ? ` NOTIFY=${r.notify.join(',')}` : ''}${r.lastReply ? `  (${r.lastReply})` : ''}`,
     ),
     '',
     headers.trimEnd(),

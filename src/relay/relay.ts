@@ -1,6 +1,5 @@
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Server as NetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { RelayConfig } from '../config/schema.ts';
 import type { Logger } from '../lib/logger.ts';
 import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
@@ -24,7 +23,11 @@ export interface Relay {
 }
 
 /** Opens the spool, starts delivery, then the SMTP, HTTP and control listeners. */
-export async function startRelay(config: RelayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Relay> {
+export async function startRelay(
+  config: RelayConfig,
+  logger: Logger,
+  opts: { defaultMetrics?: boolean } = {},
+): Promise<Relay> {
   const metrics = createRelayMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
   const spool = await openSpool({
     dir: config.spool.dir,
@@ -107,7 +110,9 @@ async function handleControl(delivery: DeliveryAgent, req: ControlRequest) {
       delivery.flush();
       return { ok: true as const };
     case 'retry':
-      return delivery.retry(req.id) ? { ok: true as const } : { ok: false as const, error: `${req.id}: no such message` };
+      return delivery.retry(req.id)
+        ? { ok: true as const }
+        : { ok: false as const, error: `${req.id}: no such message` };
     case 'delete':
       return (await delivery.delete(req.id))
         ? { ok: true as const }

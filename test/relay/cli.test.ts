@@ -79,7 +79,9 @@ describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {
         'logLevel: warn',
       ].join('\n'),
     );
-    child = spawn(process.execPath, [...CLI, 'relay', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = spawn(process.execPath, [...CLI, 'relay', '--config', config], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     await waitFor(async () => ((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).ok ? true : undefined));
   });
   afterAll(async () => {
@@ -109,14 +111,20 @@ describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {
       expect(text).toContain(name);
     }
     expect(text).toMatch(/^smtp_messages_received_total 3$/m);
-    await waitFor(async () => (/^email_queue_size 3$/m.test(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text()) ? true : undefined));
+    await waitFor(async () =>
+      /^email_queue_size 3$/m.test(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text())
+        ? true
+        : undefined,
+    );
   });
 
   it('lists, shows, retries and deletes queued mail of the running relay', async () => {
     const list = await cli(['queue', 'list', '--config', config]);
     expect(list.code).toBe(0);
     expect(list.stdout).toMatch(/-- \d+ Kbytes in 3 Requests\./);
-    const json = JSON.parse((await cli(['queue', 'list', '--config', config, '--json'])).stdout) as { id: string }[];
+    const json = JSON.parse((await cli(['queue', 'list', '--config', config, '--json'])).stdout) as {
+      id: string;
+    }[];
     expect(json).toHaveLength(3);
     const id = json[0]!.id;
     const show = await cli(['queue', 'show', id, '--config', config]);
@@ -134,7 +142,9 @@ describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    const json = JSON.parse((await cli(['queue', 'list', '--config', config, '--json'])).stdout) as { id: string }[];
+    const json = JSON.parse((await cli(['queue', 'list', '--config', config, '--json'])).stdout) as {
+      id: string;
+    }[];
     expect(json).toHaveLength(2);
     const del = await cli(['queue', 'delete', json[0]!.id, '--config', config]);
     expect(del.code).toBe(0);

@@ -26,7 +26,8 @@ export function createHttpServer(registry: Registry, health: HealthSource): Serv
         return reply(200, 'ok\n');
       case '/readyz':
         health.readiness().then(
-          (problems) => (problems.length ? reply(503, `not ready: ${problems.join('; ')}\n`) : reply(200, 'ok\n')),
+          (problems) =>
+            problems.length ? reply(503, `not ready: ${problems.join('; ')}\n`) : reply(200, 'ok\n'),
           (err: Error) => reply(503, `not ready: ${err.message}\n`),
         );
         return;

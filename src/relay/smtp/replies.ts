@@ -24,7 +24,8 @@ export class SmtpReplyError extends Error {
 }
 
 export const replies = {
-  relayDenied: (rcpt: string) => new SmtpReplyError(554, `5.7.1 <${rcpt}>: Relay access denied`, 'relay_denied'),
+  relayDenied: (rcpt: string) =>
+    new SmtpReplyError(554, `5.7.1 <${rcpt}>: Relay access denied`, 'relay_denied'),
   tooBig: () => new SmtpReplyError(552, '5.3.4 Message size exceeds fixed limit', 'size'),
   noStorage: () => new SmtpReplyError(452, '4.3.1 Insufficient system storage', 'storage'),
   tooManyRecipients: () => new SmtpReplyError(452, '4.5.3 Error: too many recipients', 'recipients'),
@@ -81,14 +82,20 @@ const TEXTS: Record<string, Reply> = {
   },
   '421 Timeout - closing connection': { code: 421, text: '4.4.2 Error: timeout exceeded' },
   '421 Server shutting down': { code: 421, text: '4.3.2 Service shutting down' },
-  '452 Error: too many recipients TOO_MANY_RECIPIENTS': { code: 452, text: '4.5.3 Error: too many recipients' },
+  '452 Error: too many recipients TOO_MANY_RECIPIENTS': {
+    code: 452,
+    text: '4.5.3 Error: too many recipients',
+  },
   '500 Error: command not recognized': { code: 500, text: '5.5.2 Error: command not recognized' },
   '421 Error: too many unrecognized commands': { code: 421, text: '4.7.0 Error: too many errors' },
   '503 Error: need RCPT command': { code: 554, text: '5.5.1 Error: no valid recipients' },
   '503 Error: need MAIL command': { code: 503, text: '5.5.1 Error: need MAIL command' },
   '503 Error: nested MAIL command': { code: 503, text: '5.5.1 Error: nested MAIL command' },
   '503 Error: send HELO/EHLO first': { code: 503, text: '5.5.1 Error: send HELO/EHLO first' },
-  '501 Error: Bad sender address syntax SENDER_SYNTAX_ERROR': { code: 501, text: '5.1.7 Bad sender address syntax' },
+  '501 Error: Bad sender address syntax SENDER_SYNTAX_ERROR': {
+    code: 501,
+    text: '5.1.7 Bad sender address syntax',
+  },
   '501 Error: Bad recipient address syntax MAILBOX_SYNTAX_ERROR': {
     code: 501,
     text: '5.1.3 Bad recipient address syntax',
@@ -122,7 +129,8 @@ export function rewriteReply(
   if (code === 421 && / You talk too soon$/.test(text)) {
     return { code: 421, text: `4.7.0 ${ehlo.hostname} Error: SMTP protocol synchronization` };
   }
-  const key = typeof context === 'string' && context !== '' ? `${code} ${text} ${context}` : `${code} ${text}`;
+  const key =
+    typeof context === 'string' && context !== '' ? `${code} ${text} ${context}` : `${code} ${text}`;
   const hit = TEXTS[key] ?? TEXTS[`${code} ${text}`];
   if (hit) return hit;
   // Our own refusals already carry an enhanced code ("5.7.1 ..."): keep them as they are.

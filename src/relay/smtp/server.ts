@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
-import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import {
+  SMTPServer,
+  type SMTPServerDataStream,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+} from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { RelayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -64,7 +69,9 @@ export class InboundServer {
     const smtp = config.smtp;
     this.networks = new Networks(config.access.allow);
     this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
-    const tls = smtp.tls ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) } : {};
+    const tls = smtp.tls
+      ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) }
+      : {};
     const options: SMTPServerOptions = {
       ...tls,
       name: config.hostname,
@@ -136,7 +143,8 @@ export class InboundServer {
   private etrn(conn: Connection, command: string, callback: () => void): void {
     const arg = command.trim().split(/\s+/)[1];
     if (!arg) conn.send(501, '5.5.4 Syntax: ETRN domain', false);
-    else if (!this.networks.contains(conn.remoteAddress)) conn.send(554, `5.7.1 <${arg}>: Relay access denied`, false);
+    else if (!this.networks.contains(conn.remoteAddress))
+      conn.send(554, `5.7.1 <${arg}>: Relay access denied`, false);
     else {
       this.deps.onEtrn();
       conn.send(250, '2.0.0 Queuing started', false);
@@ -195,7 +203,10 @@ export class InboundServer {
 
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const m = this.deps.metrics;
-    if (this.draining) return cb(replies.shuttingDown());
+    if (this.draining) {
+      cb(replies.shuttingDown());
+      return;
+    }
     const addr = normalizeAddress(session.remoteAddress);
     const n = (this.perAddress.get(addr) ?? 0) + 1;
     this.perAddress.set(addr, n);
@@ -204,7 +215,8 @@ export class InboundServer {
     m.connectionsActive.inc();
     if (n > this.deps.config.smtp.maxClientsPerAddress) {
       this.deps.logger.warn({ client: addr, connections: n }, 'too many connections from one address');
-      return cb(replies.tooManyConnections(this.deps.config.hostname));
+      cb(replies.tooManyConnections(this.deps.config.hostname));
+      return;
     }
     cb();
   }
@@ -225,44 +237,62 @@ export class InboundServer {
     cb: (err?: Error | null) => void,
   ): void {
     const { smtp } = this.deps.config;
-    if (smtp.tls?.required && !session.secure) return cb(replies.tlsRequired());
+    if (smtp.tls?.required && !session.secure) {
+      cb(replies.tlsRequired());
+      return;
+    }
     this.deps.spool.headroom().then(
       (free) => {
-        if (free <= 0) {
-          this.deps.logger.error({ client: session.remoteAddress }, 'spool is short of space: refusing mail');
-          return cb(replies.noStorage());
-        }
-        cb();
+        if (free > 0) return cb();
+        this.deps.logger.error({ client: session.remoteAddress }, 'spool is short of space: refusing mail');
+        cb(replies.noStorage());
       },
       () => cb(replies.noStorage()),
     );
   }
 
-  private onRcptTo(address: { address: string }, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+  private onRcptTo(
+    address: { address: string },
+    session: SMTPServerSession,
+    cb: (err?: Error | null) => void,
+  ): void {
     if (!this.networks.contains(session.remoteAddress)) {
       this.deps.logger.warn(
-        { client: normalizeAddress(session.remoteAddress), from: session.envelope.mailFrom || undefined, to: address.address },
+        {
+          client: normalizeAddress(session.remoteAddress),
+          from: session.envelope.mailFrom || undefined,
+          to: address.address,
+        },
         'relay access denied',
       );
-      return cb(replies.relayDenied(address.address));
+      cb(replies.relayDenied(address.address));
+      return;
     }
     cb();
   }
 
-  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+  private onData(
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     this.transactions++;
     const started = { t: 0 };
     this.receive(stream, session, started).then(
       (reply) => {
         const { metrics } = this.deps;
-        if (started.t) metrics.acceptDuration.observe(Number(process.hrtime.bigint() - BigInt(started.t)) / 1e9);
+        if (started.t)
+          metrics.acceptDuration.observe(Number(process.hrtime.bigint() - BigInt(started.t)) / 1e9);
         cb(null, reply);
         this.transactionDone(session);
       },
       (err: unknown) => {
         const e = err instanceof SmtpReplyError ? err : replies.localError();
         if (!(err instanceof SmtpReplyError)) this.deps.logger.error({ err }, 'queue write failed');
-        this.deps.logger.info({ client: normalizeAddress(session.remoteAddress), reason: e.reason }, `refused: ${e.message}`);
+        this.deps.logger.info(
+          { client: normalizeAddress(session.remoteAddress), reason: e.reason },
+          `refused: ${e.message}`,
+        );
         cb(e);
         this.transactionDone(session);
       },
@@ -274,14 +304,19 @@ export class InboundServer {
     if (this.draining) {
       // Close the session once its reply is out: it gets its 250, then the 421.
       setImmediate(() => {
-        for (const conn of this.connections) if (conn.session === session) conn.send(421, '4.3.2 Service shutting down', false);
+        for (const conn of this.connections)
+          if (conn.session === session) conn.send(421, '4.3.2 Service shutting down', false);
       });
       if (this.transactions === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
   /** Streams one message into the spool; resolves with the 250 text or rejects with a reply. */
-  private async receive(stream: SMTPServerDataStream, session: SMTPServerSession, started: { t: number }): Promise<string> {
+  private async receive(
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    started: { t: number },
+  ): Promise<string> {
     const { config, spool, logger, metrics } = this.deps;
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
@@ -299,7 +334,8 @@ export class InboundServer {
         ...(rcpts.length === 1 ? { recipient: rcpts[0]!.address } : {}),
         date: new Date(),
       }),
-      makeMessageId: () => `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
+      makeMessageId: () =>
+        `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
     });
     const max = config.smtp.maxMessageSize;
     let oversized = false;
@@ -324,7 +360,9 @@ export class InboundServer {
         dsn: dsnOf(envelope),
         client: {
           address: normalizeAddress(session.remoteAddress),
-          ...((session as SessionExtra).hostNameAppearsAs ? { helo: (session as SessionExtra).hostNameAppearsAs } : {}),
+          ...((session as SessionExtra).hostNameAppearsAs
+            ? { helo: (session as SessionExtra).hostNameAppearsAs }
+            : {}),
         },
         ...(filter.messageId ? { messageId: filter.messageId } : {}),
         bodyType: (envelope as EnvelopeExtra).bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
@@ -345,7 +383,12 @@ export class InboundServer {
         },
         'queued',
       );
-      this.deps.onQueued({ id: queued.id, size: queued.size, receivedAt: queued.receivedAt, nextAttemptAt: queued.nextAttemptAt });
+      this.deps.onQueued({
+        id: queued.id,
+        size: queued.size,
+        receivedAt: queued.receivedAt,
+        nextAttemptAt: queued.nextAttemptAt,
+      });
       return replies.queued(queued.id);
     } catch (err) {
       await writer.abort().catch(() => undefined);

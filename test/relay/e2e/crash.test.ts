@@ -84,7 +84,12 @@ describe('kill -9 during a burst loses no acknowledged message', () => {
         for (let i = 0; !stop; i++) {
           const token = `crash-r${round}-c${c}-m${i}`;
           try {
-            await t.sendMail({ from: 'a@example.com', to: 'b@example.com', subject: token, text: `${token}\n` });
+            await t.sendMail({
+              from: 'a@example.com',
+              to: 'b@example.com',
+              subject: token,
+              text: `${token}\n`,
+            });
             acked.add(token);
           } catch {
             return; // the relay died under us: this message was never acknowledged

@@ -110,8 +110,16 @@ func main() {
 
   it('swaks, the admin tool', async () => {
     const { stdout } = await run('swaks', [
-      '--server', `127.0.0.1:${relay.port}`, '--from', 'from@example.com', '--to', 'to@example.com',
-      '--header', 'Subject: swaks-check', '--ehlo', 'client.example.com',
+      '--server',
+      `127.0.0.1:${relay.port}`,
+      '--from',
+      'from@example.com',
+      '--to',
+      'to@example.com',
+      '--header',
+      'Subject: swaks-check',
+      '--ehlo',
+      'client.example.com',
     ]);
     expect(stdout).toMatch(/<- {2}250 2\.0\.0 Ok: queued as /);
     await waitForSinkMessage(sink, (m) => m.includes('swaks-check'));

@@ -1,8 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
 async function waitForOutbox(dir: string, n: number, timeoutMs = 10_000): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
@@ -40,7 +40,9 @@ describe('the seed conversation, byte for byte', () => {
     expect(await c.cmd('MAIL FROM:<sender@bionicaisolutions.com>')).toEqual(['250 2.1.0 Ok']);
     expect(await c.cmd('RCPT TO:<recipient@example.com>')).toEqual(['250 2.1.5 Ok']);
     expect(await c.cmd('DATA')).toEqual(['354 End data with <CR><LF>.<CR><LF>']);
-    c.write('Subject: Test Email\r\nFrom: sender@bionicaisolutions.com\r\nTo: recipient@example.com\r\n\r\nThis is a test email.\r\n');
+    c.write(
+      'Subject: Test Email\r\nFrom: sender@bionicaisolutions.com\r\nTo: recipient@example.com\r\n\r\nThis is a test email.\r\n',
+    );
     const queued = await c.cmd('.');
     expect(queued).toHaveLength(1);
     expect(queued[0]).toMatch(/^250 2\.0\.0 Ok: queued as [0-9A-Za-z]+$/);
@@ -51,7 +53,9 @@ describe('the seed conversation, byte for byte', () => {
     const files = await waitForOutbox(join(relay.dir, 'outbox'), 1);
     expect(files.some((f) => f.startsWith(id))).toBe(true);
     const eml = await readFile(join(relay.dir, 'outbox', files[0]!), 'latin1');
-    expect(eml).toMatch(/^Received: from client\.example\.com \(unknown \[127\.0\.0\.1\]\)\r\n\tby mail\.bionicaisolutions\.com/m);
+    expect(eml).toMatch(
+      /^Received: from client\.example\.com \(unknown \[127\.0\.0\.1\]\)\r\n\tby mail\.bionicaisolutions\.com/m,
+    );
     expect(eml).toContain('Subject: Test Email\r\n');
     expect(eml).toMatch(/\r\nMessage-ID: <[^>]+@mail\.bionicaisolutions\.com>\r\n/);
     expect(eml).toMatch(/\r\nDate: \w{3}, \d{1,2} \w{3} \d{4} /);
@@ -62,7 +66,9 @@ describe('the seed conversation, byte for byte', () => {
     const c = await SmtpDialog.open(relay.port);
     await c.reply();
     await c.cmd('EHLO client.example.com');
-    expect(await c.cmd('VRFY root')).toEqual(['252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery']);
+    expect(await c.cmd('VRFY root')).toEqual([
+      '252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery',
+    ]);
     expect(await c.cmd('VRFY nobody-here@example.com')).toEqual([
       '252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery',
     ]);
@@ -80,9 +86,7 @@ describe('the seed conversation, byte for byte', () => {
     const c = await SmtpDialog.open(relay.port);
     await c.reply();
     await c.cmd('EHLO pipeliner.example.com');
-    c.write(
-      'MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n',
-    );
+    c.write('MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n');
     expect(await c.reply()).toEqual(['250 2.1.0 Ok']);
     expect(await c.reply()).toEqual(['250 2.1.5 Ok']);
     expect(await c.reply()).toEqual(['250 2.1.5 Ok']);
@@ -98,9 +102,9 @@ describe('the seed conversation, byte for byte', () => {
     const c = await SmtpDialog.open(held.port);
     await c.reply();
     await c.cmd('EHLO dsn.example.com');
-    expect(await c.cmd('MAIL FROM:<sender@example.com> RET=HDRS ENVID=abc123 SMTPUTF8 BODY=8BITMIME')).toEqual([
-      '250 2.1.0 Ok',
-    ]);
+    expect(
+      await c.cmd('MAIL FROM:<sender@example.com> RET=HDRS ENVID=abc123 SMTPUTF8 BODY=8BITMIME'),
+    ).toEqual(['250 2.1.0 Ok']);
     expect(await c.cmd('RCPT TO:<r@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;r@example.com')).toEqual([
       '250 2.1.5 Ok',
     ]);

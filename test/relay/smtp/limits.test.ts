@@ -1,8 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
 let relays: TestRelay[] = [];
 afterEach(async () => {
@@ -35,7 +35,9 @@ describe('who may relay', () => {
     const relay = await relayWith({ access: { allow: ['127.0.0.1/32'] } });
     const c = await session(relay.port, '127.0.0.2');
     expect(await c.cmd('MAIL FROM:<a@example.com>')).toEqual(['250 2.1.0 Ok']);
-    expect(await c.cmd('RCPT TO:<victim@example.com>')).toEqual(['554 5.7.1 <victim@example.com>: Relay access denied']);
+    expect(await c.cmd('RCPT TO:<victim@example.com>')).toEqual([
+      '554 5.7.1 <victim@example.com>: Relay access denied',
+    ]);
     expect(await c.cmd('DATA')).toEqual(['554 5.5.1 Error: no valid recipients']);
     c.close();
     expect(relay.spool.stats().messages).toBe(0);
@@ -64,7 +66,9 @@ describe('size, recipients, storage', () => {
   it('refuses SIZE= over the limit at MAIL FROM', async () => {
     const relay = await relayWith({ smtp: { maxMessageSize: 1000 } });
     const c = await session(relay.port);
-    expect(await c.cmd('MAIL FROM:<a@example.com> SIZE=5000')).toEqual(['552 5.3.4 Message size exceeds fixed limit']);
+    expect(await c.cmd('MAIL FROM:<a@example.com> SIZE=5000')).toEqual([
+      '552 5.3.4 Message size exceeds fixed limit',
+    ]);
     c.close();
   });
 
@@ -100,7 +104,8 @@ describe('size, recipients, storage', () => {
 });
 
 describe('bare line endings (SMTP smuggling)', () => {
-  const smuggle = 'Subject: s\r\n\r\nhello\n.\r\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<x@example.com>\r\nbare\rcr\r\n';
+  const smuggle =
+    'Subject: s\r\n\r\nhello\n.\r\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<x@example.com>\r\nbare\rcr\r\n';
 
   it('normalizes bare LF and CR to CRLF and relays one message only', async () => {
     const relay = await relayWith({});
@@ -136,7 +141,9 @@ describe('connections and timeouts', () => {
     const a = await session(relay.port);
     const b = await session(relay.port);
     const c = await SmtpDialog.open(relay.port);
-    expect((await c.reply())[0]).toMatch(/^421 4\.7\.0 mail\.bionicaisolutions\.com Error: too many connections/);
+    expect((await c.reply())[0]).toMatch(
+      /^421 4\.7\.0 mail\.bionicaisolutions\.com Error: too many connections/,
+    );
     await c.closedByServer();
     a.close();
     b.close();

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
 const run = promisify(execFile);
 
@@ -20,8 +20,21 @@ describe('STARTTLS with a configured certificate', () => {
     certFile = join(dir, 'tls.crt');
     keyFile = join(dir, 'tls.key');
     await run('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=mail.bionicaisolutions.com',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=mail.bionicaisolutions.com',
     ]);
   });
   afterAll(async () => {
@@ -49,7 +62,13 @@ describe('STARTTLS with a configured certificate', () => {
     expect(await c.cmd('STARTTLS')).toEqual(['220 2.0.0 Ready to start TLS']);
     c.close();
     const { stdout } = await run('swaks', [
-      '--server', `127.0.0.1:${relay.port}`, '--tls', '--from', 'a@example.com', '--to', 'b@example.com',
+      '--server',
+      `127.0.0.1:${relay.port}`,
+      '--tls',
+      '--from',
+      'a@example.com',
+      '--to',
+      'b@example.com',
     ]);
     expect(stdout).toMatch(/TLS started/);
     expect(stdout).toMatch(/<~ {2}250 2\.0\.0 Ok: queued as /);
@@ -61,7 +80,9 @@ describe('STARTTLS with a configured certificate', () => {
     const c = await SmtpDialog.open(relay.port);
     await c.reply();
     await c.cmd('EHLO client.example.com');
-    expect(await c.cmd('MAIL FROM:<a@example.com>')).toEqual(['530 5.7.0 Must issue a STARTTLS command first']);
+    expect(await c.cmd('MAIL FROM:<a@example.com>')).toEqual([
+      '530 5.7.0 Must issue a STARTTLS command first',
+    ]);
     c.close();
   });
 });

@@ -18,13 +18,20 @@ describe('relay configuration', () => {
     expect(c.smtp.maxRecipients).toBe(1000);
     expect(c.upstream.maxConnections).toBe(20);
     expect(c.upstream.maxRecipientsPerTransaction).toBe(100);
-    expect(c.queue).toMatchObject({ retryInitialSeconds: 300, retryMaxSeconds: 4000, maxLifetimeSeconds: 432_000 });
+    expect(c.queue).toMatchObject({
+      retryInitialSeconds: 300,
+      retryMaxSeconds: 4000,
+      maxLifetimeSeconds: 432_000,
+    });
     expect(c.access.allow).toEqual(['127.0.0.0/8', '::1/128']);
     expect(c.smtp.tls).toBeUndefined();
   });
 
   it('layers file < environment < flags', async () => {
-    const p = await file('relay.yaml', 'hostname: from-file.example.com\nlisten: 127.0.0.1:2600\nsmtp:\n  maxRecipients: 5\n');
+    const p = await file(
+      'relay.yaml',
+      'hostname: from-file.example.com\nlisten: 127.0.0.1:2600\nsmtp:\n  maxRecipients: 5\n',
+    );
     const c = await loadConfig({
       file: p,
       env: { EMAIL_RELAY_LISTEN: '127.0.0.1:2700', EMAIL_RELAY_ALLOW: '10.0.0.0/8, 192.168.0.0/16' },
@@ -44,7 +51,10 @@ describe('relay configuration', () => {
   });
 
   it('names every bad field', async () => {
-    const p = await file('bad.yaml', 'smtp:\n  maxMessageSize: -1\naccess:\n  allow: [10.0.0.0/33]\nupstreem: {}\n');
+    const p = await file(
+      'bad.yaml',
+      'smtp:\n  maxMessageSize: -1\naccess:\n  allow: [10.0.0.0/33]\nupstreem: {}\n',
+    );
     const err = await loadConfig({ file: p, env: {} }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
@@ -58,7 +68,9 @@ describe('relay configuration', () => {
   });
 
   it('reports unreadable and malformed files clearly', async () => {
-    await expect(loadConfig({ file: '/nonexistent/relay.yaml', env: {} })).rejects.toThrow(/cannot read config file/);
+    await expect(loadConfig({ file: '/nonexistent/relay.yaml', env: {} })).rejects.toThrow(
+      /cannot read config file/,
+    );
     const p = await file('broken.yaml', 'hostname: [unclosed\n');
     await expect(loadConfig({ file: p, env: {} })).rejects.toThrow(/not valid YAML/);
   });

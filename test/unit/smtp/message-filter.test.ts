@@ -59,7 +59,9 @@ describe('MessageFilter line endings', () => {
   });
 
   it('flags lines longer than the limit, also across chunks', () => {
-    expect(run([`${HDRS}\r\n${'a'.repeat(50)}`, `${'a'.repeat(60)}\r\n`], 'normalize', 100).f.lineTooLong).toBe(true);
+    expect(
+      run([`${HDRS}\r\n${'a'.repeat(50)}`, `${'a'.repeat(60)}\r\n`], 'normalize', 100).f.lineTooLong,
+    ).toBe(true);
     expect(run([`${HDRS}\r\n${'a'.repeat(99)}\r\n`], 'normalize', 100).f.lineTooLong).toBe(false);
   });
 });
@@ -74,7 +76,9 @@ describe('MessageFilter headers', () => {
   });
 
   it('finds headers case-insensitively and folded, and keeps them', () => {
-    const { text, f } = run(['message-id:\r\n <folded@x>\r\nDATE: Mon, 1 Jan 2029 00:00:00 +0000\r\n\r\nb\r\n']);
+    const { text, f } = run([
+      'message-id:\r\n <folded@x>\r\nDATE: Mon, 1 Jan 2029 00:00:00 +0000\r\n\r\nb\r\n',
+    ]);
     expect(f.messageId).toBe('<folded@x>');
     expect(text).not.toContain('generated');
     expect(text.match(/^date:/gim)).toHaveLength(1);
