@@ -277,18 +277,27 @@ export class InboundServer {
     cb: (err?: Error | null, message?: string) => void,
   ): void {
     this.transactions++;
-    const started = { t: 0 };
-    this.receive(stream, session, started).then(
+    // smtp-server's idle timeout restarts with every byte; this bounds the whole DATA phase, so a
+    // client trickling a byte at a time cannot hold a session (and a spool file) forever.
+    const timer = setTimeout(() => {
+      for (const conn of this.connections) {
+        if (conn.session !== session) continue;
+        this.deps.logger.info({ client: normalizeAddress(session.remoteAddress) }, 'DATA timeout');
+        conn.send(421, '4.4.2 Error: timeout exceeded', false);
+      }
+    }, this.deps.config.smtp.dataTimeoutSeconds * 1000);
+    this.receive(stream, session).then(
       (reply) => {
-        const { metrics } = this.deps;
-        if (started.t)
-          metrics.acceptDuration.observe(Number(process.hrtime.bigint() - BigInt(started.t)) / 1e9);
+        clearTimeout(timer);
         cb(null, reply);
         this.transactionDone(session);
       },
       (err: unknown) => {
+        clearTimeout(timer);
         const e = err instanceof SmtpReplyError ? err : replies.localError();
-        if (!(err instanceof SmtpReplyError)) this.deps.logger.error({ err }, 'queue write failed');
+        if (!(err instanceof SmtpReplyError) && (err as NodeJS.ErrnoException).code !== 'ECONNECTION') {
+          this.deps.logger.error({ err }, 'queue write failed');
+        }
         this.deps.logger.info(
           { client: normalizeAddress(session.remoteAddress), reason: e.reason },
           `refused: ${e.message}`,
@@ -312,11 +321,7 @@ export class InboundServer {
   }
 
   /** Streams one message into the spool; resolves with the 250 text or rejects with a reply. */
-  private async receive(
-    stream: SMTPServerDataStream,
-    session: SMTPServerSession,
-    started: { t: number },
-  ): Promise<string> {
+  private async receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const { config, spool, logger, metrics } = this.deps;
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
@@ -348,9 +353,12 @@ export class InboundServer {
         }
         for (const b of filter.push(chunk)) await writer.write(b);
       }
+      // A stream destroyed by a vanished client may end the loop quietly: never commit half a message.
+      if (!stream.readableEnded)
+        throw Object.assign(new Error('client went away during DATA'), { code: 'ECONNECTION' });
       if (stream.sizeExceeded) oversized = true;
       if (!oversized) for (const b of filter.end()) await writer.write(b);
-      started.t = Number(process.hrtime.bigint());
+      const endOfData = process.hrtime.bigint();
       if (oversized) throw replies.tooBig();
       if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
       if (filter.lineTooLong) throw replies.lineTooLong();
@@ -369,6 +377,7 @@ export class InboundServer {
         smtputf8: !!(envelope as EnvelopeExtra).smtpUtf8,
       };
       const queued = await writer.commit(meta);
+      metrics.acceptDuration.observe(Number(process.hrtime.bigint() - endOfData) / 1e9);
       metrics.messagesReceived.inc();
       metrics.bytesReceived.inc(queued.size);
       logger.info(

@@ -156,6 +156,47 @@ describe('connections and timeouts', () => {
     await c.closedByServer();
   });
 
+  it('bounds the whole DATA phase: a client trickling bytes gets 421 4.4.2 and nothing is queued', async () => {
+    const relay = await relayWith({ smtp: { dataTimeoutSeconds: 0.5, idleTimeoutSeconds: 10 } });
+    const c = await session(relay.port);
+    await c.cmd('MAIL FROM:<a@example.com>');
+    await c.cmd('RCPT TO:<b@example.com>');
+    await c.cmd('DATA');
+    const trickle = setInterval(() => c.write('x'), 100);
+    try {
+      expect(await c.reply(5000)).toEqual(['421 4.4.2 Error: timeout exceeded']);
+      await c.closedByServer();
+    } finally {
+      clearInterval(trickle);
+    }
+    expect(relay.spool.stats().messages).toBe(0);
+  });
+
+  it('a client that vanishes mid-DATA leaves nothing queued and the relay keeps working', async () => {
+    const relay = await relayWith({ upstream: { url: 'smtp://127.0.0.1:1' } });
+    const c = await session(relay.port);
+    await c.cmd('MAIL FROM:<a@example.com>');
+    await c.cmd('RCPT TO:<b@example.com>');
+    await c.cmd('DATA');
+    c.write('Subject: half\r\n\r\nonly half of it');
+    await new Promise((r) => setTimeout(r, 100));
+    c.close();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(relay.spool.stats().messages).toBe(0);
+    const d = await session(relay.port);
+    await d.cmd('MAIL FROM:<a@example.com>');
+    await d.cmd('RCPT TO:<b@example.com>');
+    await d.cmd('DATA');
+    d.write('Subject: whole\r\n\r\nall of it\r\n');
+    expect((await d.cmd('.'))[0]).toMatch(/^250 /);
+    d.close();
+    expect(relay.spool.stats().messages).toBe(1);
+    // Nothing is left in flight: a drain finishes at once.
+    const t0 = Date.now();
+    await relay.stop('test');
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
   it('refuses an over-long command line', async () => {
     const relay = await relayWith({ smtp: { maxCommandLength: 512 } });
     const c = await session(relay.port);
