@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type SmtpSink, smtpSinkAvailable, startSmtpSink } from '../../helpers/smtp-sink.ts';
+import { type SmtpSink, startSmtpSink } from '../../helpers/smtp-sink.ts';
 import { type Harness, makeMessage, startHarness } from './harness.ts';
 
 /** Outbox mode, start-up from a non-empty spool, retry/delete/flush, and SIGTERM (stop). */
@@ -80,7 +80,7 @@ describe('queue control', () => {
   });
 });
 
-describe.skipIf(!smtpSinkAvailable())('in-flight attempts', () => {
+describe('in-flight attempts', () => {
   it('delete(id) while the attempt is in flight waits for it, then removes the message', async () => {
     sink = await startSmtpSink(['-w', '1']); // 1 s before answering DATA
     h = await startHarness({ upstream: { url: sink.url } });
