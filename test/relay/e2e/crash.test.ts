@@ -103,7 +103,9 @@ describe('kill -9 during a burst loses no acknowledged message', () => {
       const burstDeadline = Date.now() + 30_000;
       while (acked.size - before < killAfterAcks) {
         if (!running || Date.now() > burstDeadline) {
-          throw new Error(`round ${round}: only ${acked.size - before} of ${killAfterAcks} messages acknowledged`);
+          throw new Error(
+            `round ${round}: only ${acked.size - before} of ${killAfterAcks} messages acknowledged`,
+          );
         }
         await new Promise((r) => setTimeout(r, 2));
       }
