@@ -68,6 +68,15 @@ export const configSchema = z
         maxClientsPerAddress: z.number().int().positive().default(100),
         maxCommandLength: z.number().int().min(512).default(2048).describe('Bytes per command line'),
         maxLineLength: z.number().int().min(1000).default(100_000).describe('Bytes per message line'),
+        maxHeaderBytes: z
+          .number()
+          .int()
+          .min(1000)
+          .default(1024 * 1024)
+          .describe('Bytes of the header section of a message'),
+        greetDelaySeconds: seconds
+          .default(0)
+          .describe('Pause before the 220 greeting; clients that talk first are refused (pregreet test)'),
         idleTimeoutSeconds: seconds.default(300).describe('Between commands'),
         dataTimeoutSeconds: seconds.default(600).describe('For a whole DATA phase'),
         bareLineEndings: z

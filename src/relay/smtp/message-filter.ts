@@ -11,12 +11,12 @@
 const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from('\r\n');
-/** Headers bigger than this are passed through without looking for Message-ID/Date. */
-const MAX_HEADER_SCAN = 1024 * 1024;
 
 export interface FilterOptions {
   bareLineEndings: 'normalize' | 'reject';
   maxLineLength: number;
+  /** A header section longer than this is flagged (and passed on without further scanning). */
+  maxHeaderBytes: number;
   /** Full `Received: ...\r\n` header to prepend. */
   received: string;
   /** Called only when the message has no Message-ID; returns the value with angle brackets. */
@@ -28,6 +28,7 @@ export class MessageFilter {
   /** A bare CR or LF was seen. */
   bareLineEnding = false;
   lineTooLong = false;
+  headerTooLong = false;
   /** Message-ID of the message (found or added), for logs. */
   messageId: string | undefined;
   /** Bytes emitted so far. */
@@ -153,10 +154,12 @@ export class MessageFilter {
     const boundary = all.subarray(0, 2).equals(CRLF) ? 0 : all.indexOf('\r\n\r\n');
     if (boundary !== -1) {
       const cut = boundary === 0 ? 0 : boundary + 2;
+      if (cut > this.opts.maxHeaderBytes) this.headerTooLong = true;
       this.header = [all.subarray(0, cut)];
       this.finishHeaders(out);
       out.push(all.subarray(cut));
-    } else if (this.headerBytes > MAX_HEADER_SCAN) {
+    } else if (this.headerBytes > this.opts.maxHeaderBytes) {
+      this.headerTooLong = true;
       this.inHeaders = false;
       out.push(all);
       this.header = [];

@@ -40,6 +40,22 @@ export const replies = {
     new SmtpReplyError(421, `4.7.0 ${host} Error: too many connections`, 'connection_limit'),
   localError: () => new SmtpReplyError(451, '4.3.0 Error: queue file write error', 'queue_write'),
   lineTooLong: () => new SmtpReplyError(552, '5.3.4 Error: message line too long', 'line_length'),
+  unsupportedParam: (param: string) =>
+    new SmtpReplyError(555, `5.5.4 Unsupported option: ${param.slice(0, 100)}`, 'syntax'),
+  headerTooLong: () =>
+    new SmtpReplyError(552, '5.3.4 Error: message header size exceeds limit', 'header_size'),
+  nonFqdnSender: (addr: string) =>
+    new SmtpReplyError(
+      504,
+      `5.5.2 <${addr}>: Sender address rejected: need fully-qualified address`,
+      'non_fqdn',
+    ),
+  nonFqdnRecipient: (addr: string) =>
+    new SmtpReplyError(
+      504,
+      `5.5.2 <${addr}>: Recipient address rejected: need fully-qualified address`,
+      'non_fqdn',
+    ),
   tlsRequired: () => new SmtpReplyError(530, '5.7.0 Must issue a STARTTLS command first', 'tls_required'),
   queued: (id: string) => `2.0.0 Ok: queued as ${id}`,
 };

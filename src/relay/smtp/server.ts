@@ -134,7 +134,10 @@ export class InboundServer {
         if (this.server.connections.size > (conn._server.options.maxClients ?? Number.POSITIVE_INFINITY)) {
           return conn.send(421, '4.3.2 All server ports are busy', false);
         }
-        setImmediate(() => conn.connectionReady());
+        // With a greet delay, smtp-server refuses a client that talks before the 220 (pregreet).
+        const delay = this.deps.config.smtp.greetDelaySeconds * 1000;
+        if (delay > 0) setTimeout(() => conn.connectionReady(), delay).unref();
+        else setImmediate(() => conn.connectionReady());
       });
     };
     conn.init();
@@ -232,11 +235,20 @@ export class InboundServer {
   }
 
   private onMailFrom(
-    _address: { address: string },
+    address: { address: string; args?: unknown },
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
     const { smtp } = this.deps.config;
+    const unknown = unsupportedParam(address.args, MAIL_PARAMS);
+    if (unknown) {
+      cb(replies.unsupportedParam(unknown));
+      return;
+    }
+    if (address.address !== '' && !isFqdnAddress(address.address)) {
+      cb(replies.nonFqdnSender(address.address));
+      return;
+    }
     if (smtp.tls?.required && !session.secure) {
       cb(replies.tlsRequired());
       return;
@@ -252,10 +264,15 @@ export class InboundServer {
   }
 
   private onRcptTo(
-    address: { address: string },
+    address: { address: string; args?: unknown },
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
+    const unknown = unsupportedParam(address.args, RCPT_PARAMS);
+    if (unknown) {
+      cb(replies.unsupportedParam(unknown));
+      return;
+    }
     if (!this.networks.contains(session.remoteAddress)) {
       this.deps.logger.warn(
         {
@@ -266,6 +283,10 @@ export class InboundServer {
         'relay access denied',
       );
       cb(replies.relayDenied(address.address));
+      return;
+    }
+    if (!isFqdnAddress(address.address)) {
+      cb(replies.nonFqdnRecipient(address.address));
       return;
     }
     cb();
@@ -330,6 +351,7 @@ export class InboundServer {
     const filter = new MessageFilter({
       bareLineEndings: config.smtp.bareLineEndings,
       maxLineLength: config.smtp.maxLineLength,
+      maxHeaderBytes: config.smtp.maxHeaderBytes,
       received: receivedHeader({
         heloName: (session as SessionExtra).hostNameAppearsAs || undefined,
         clientAddress: normalizeAddress(session.remoteAddress),
@@ -362,6 +384,7 @@ export class InboundServer {
       if (oversized) throw replies.tooBig();
       if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
       if (filter.lineTooLong) throw replies.lineTooLong();
+      if (filter.headerTooLong) throw replies.headerTooLong();
       const meta: NewMessage = {
         from: envelope.mailFrom ? envelope.mailFrom.address : '',
         recipients: rcpts.map(toRecipient),
@@ -415,6 +438,27 @@ interface EnvelopeExtra {
   dsn?: { ret?: string; envid?: string };
 }
 
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID']);
+const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
+
+/** The first MAIL/RCPT parameter we do not implement (Postfix answers those with 555), if any. */
+function unsupportedParam(args: unknown, known: Set<string>): string | undefined {
+  if (!args || typeof args !== 'object') return undefined;
+  for (const [k, v] of Object.entries(args)) {
+    if (!known.has(k.toUpperCase())) return v === true ? k : `${k}=${String(v)}`;
+  }
+  return undefined;
+}
+
+/** user@domain.tld or user@[literal]: a relay cannot route "user" or "user@localhost" anywhere sensible. */
+export function isFqdnAddress(address: string): boolean {
+  const at = address.lastIndexOf('@');
+  if (at <= 0 || at === address.length - 1) return false;
+  const domain = address.slice(at + 1);
+  if (/^\[[^\]]+\]$/.test(domain)) return true;
+  return /^[^.\s]+(\.[^.\s]+)+\.?$/.test(domain);
+}
+
 function toRecipient(r: { address: string; dsn?: { notify?: string[]; orcpt?: string } }): RecipientInput {
   const out: RecipientInput = { address: r.address };
   if (r.dsn?.notify) out.notify = r.dsn.notify as RecipientInput['notify'];
@@ -434,6 +478,9 @@ function dsnOf(envelope: SMTPServerSession['envelope']): NewMessage['dsn'] {
 function reasonOf(code: number, text: string | string[]): string {
   const t = Array.isArray(text) ? '' : text;
   if (t.includes('Relay access denied')) return 'relay_denied';
+  if (t.includes('fully-qualified')) return 'non_fqdn';
+  if (t.includes('header size')) return 'header_size';
+  if (t.includes('line too long')) return 'line_length';
   if (t.startsWith('5.3.4')) return 'size';
   if (t.startsWith('4.3.1')) return 'storage';
   if (t.startsWith('4.5.3')) return 'recipients';

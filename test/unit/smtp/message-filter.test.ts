@@ -6,6 +6,7 @@ function run(chunks: string[], mode: 'normalize' | 'reject' = 'normalize', maxLi
   const f = new MessageFilter({
     bareLineEndings: mode,
     maxLineLength,
+    maxHeaderBytes: 4096,
     received: RECEIVED,
     makeMessageId: () => '<generated@relay.test>',
     now: () => new Date(Date.UTC(2026, 10, 25, 5, 15, 53)),
@@ -94,6 +95,21 @@ describe('MessageFilter headers', () => {
     expect(text).toBe(
       `${RECEIVED}Subject: a\r\nFrom: b@c\r\nMessage-ID: <generated@relay.test>\r\nDate: Wed, 25 Nov 2026 05:15:53 +0000\r\n`,
     );
+  });
+});
+
+describe('MessageFilter header size', () => {
+  it('flags a header section over the limit and stops buffering it', () => {
+    const { f, text } = run([`Subject: x\r\n${'X-Pad: aaaaaaaaaaaaaaaaaaaa\r\n'.repeat(300)}\r\nbody\r\n`]);
+    expect(f.headerTooLong).toBe(true);
+    expect(text).toContain('body\r\n');
+  });
+  it('flags a header section over the limit that arrives in one chunk with its end', () => {
+    const { f } = run([`${'X-Pad: aaaaaaaaaaaaaaaaaaaa\r\n'.repeat(300)}\r\nbody\r\n`]);
+    expect(f.headerTooLong).toBe(true);
+  });
+  it('does not flag a header section under the limit', () => {
+    expect(run([`${HDRS}\r\nbody\r\n`]).f.headerTooLong).toBe(false);
   });
 });
 
