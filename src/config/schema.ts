@@ -1,27 +1,12 @@
-import { isIP } from 'node:net';
 import { z } from 'zod';
+import { policySchema } from './policy.ts';
+import { cidr, hostPort, seconds } from './primitives.ts';
 
 /**
  * The relay configuration: the one contract between the operator (which renders it into a
  * ConfigMap) and the relay (which reads it). Durations are seconds, sizes bytes.
  * Secrets (upstream password, TLS key) are never values here, only paths to mounted files.
  */
-
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 0.0.0.0:25 or [::]:25');
-
-const cidr = z.string().refine((v) => {
-  const [addr, bits, ...rest] = v.split('/');
-  if (rest.length || !addr) return false;
-  const family = isIP(addr);
-  if (!family) return false;
-  if (bits === undefined) return true;
-  const n = Number(bits);
-  return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128);
-}, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
-
-const seconds = z.number().nonnegative();
 
 const upstreamUrl = z
   .string()
@@ -97,6 +82,12 @@ export const configSchema = z
           .describe('Client networks that may relay (Postfix mynetworks)'),
       })
       .prefault({}),
+    policies: z
+      .array(policySchema)
+      .default([])
+      .describe(
+        'Per-client rules (compiled from EmailPolicy resources); when several match, the strictest wins',
+      ),
     upstream: z
       .object({
         url: upstreamUrl

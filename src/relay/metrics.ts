@@ -76,6 +76,12 @@ export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['reason'] as const,
       registers,
     }),
+    policyRejections: new Counter({
+      name: 'smtp_policy_rejections_total',
+      help: 'Commands or messages refused by a policy, by policy and rule',
+      labelNames: ['policy', 'rule'] as const,
+      registers,
+    }),
     acceptDuration: new Histogram({
       name: 'smtp_accept_duration_seconds',
       help: 'From the end of DATA to the 250 reply (includes the durable write)',

@@ -21,6 +21,8 @@ export interface FilterOptions {
   received: string;
   /** Called only when the message has no Message-ID; returns the value with angle brackets. */
   makeMessageId: () => string;
+  /** Sees the header block (latin1, CRLF) before it is stored and returns the block to store. */
+  onHeaders?: (block: string) => string;
   now?: () => Date;
 }
 
@@ -169,9 +171,16 @@ export class MessageFilter {
   /** Emits the buffered header block plus whatever it lacks. */
   private finishHeaders(out: Buffer[]): void {
     this.inHeaders = false;
-    const block = Buffer.concat(this.header);
+    let block = Buffer.concat(this.header);
     this.header = [];
-    const text = block.toString('latin1');
+    let text = block.toString('latin1');
+    if (this.opts.onHeaders) {
+      const edited = this.opts.onHeaders(text);
+      if (edited !== text) {
+        text = edited;
+        block = Buffer.from(edited, 'latin1');
+      }
+    }
     const found = headerValue(text, 'message-id');
     this.messageId = found;
     const extra: string[] = [];

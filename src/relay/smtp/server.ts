@@ -8,12 +8,15 @@ import {
   type SMTPServerSession,
 } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { Policy } from '../../config/policy.ts';
 import type { RelayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { Networks, normalizeAddress } from '../access/networks.ts';
+import { PolicySet } from '../access/policy.ts';
 import type { RelayMetrics } from '../metrics.ts';
-import type { NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
+import type { ClientInfo, NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
 import { MessageFilter, receivedHeader } from './message-filter.ts';
+import { PolicyGate } from './policy-gate.ts';
 import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
 
 export interface InboundDeps {
@@ -63,11 +66,15 @@ export class InboundServer {
   private draining = false;
   private transactions = 0;
   private idleWaiters: (() => void)[] = [];
+  private readonly gate: PolicyGate;
+  /** The policies that apply to a session's current transaction, decided at MAIL FROM. */
+  private readonly sessionPolicies = new WeakMap<SMTPServerSession, Policy[]>();
 
   constructor(private readonly deps: InboundDeps) {
     const { config } = deps;
     const smtp = config.smtp;
     this.networks = new Networks(config.access.allow);
+    this.gate = new PolicyGate(new PolicySet(config.policies), deps.metrics, deps.logger);
     this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
     const tls = smtp.tls
       ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) }
@@ -253,6 +260,20 @@ export class InboundServer {
       cb(replies.tlsRequired());
       return;
     }
+    const client = clientOf(session);
+    const policies = this.gate.policiesFor(client);
+    this.sessionPolicies.set(session, policies);
+    const declared = (address.args as { SIZE?: string } | undefined)?.SIZE;
+    const refused = this.gate.atMail(
+      policies,
+      client,
+      address.address,
+      declared ? Number(declared) : undefined,
+    );
+    if (refused) {
+      cb(refused);
+      return;
+    }
     this.deps.spool.headroom().then(
       (free) => {
         if (free > 0) return cb();
@@ -289,7 +310,14 @@ export class InboundServer {
       cb(replies.nonFqdnRecipient(address.address));
       return;
     }
-    cb();
+    const policies = this.sessionPolicies.get(session) ?? [];
+    const refused = this.gate.atRcpt(
+      policies,
+      clientOf(session),
+      address.address,
+      session.envelope.rcptTo.length,
+    );
+    cb(refused ?? null);
   }
 
   private onData(
@@ -346,6 +374,9 @@ export class InboundServer {
     const { config, spool, logger, metrics } = this.deps;
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
+    const client = clientOf(session);
+    const policies = this.sessionPolicies.get(session) ?? [];
+    const headers = policies.length ? this.gate.headerHook(policies) : undefined;
     const writer = await spool.begin();
     const id = (writer as { id?: string }).id;
     const filter = new MessageFilter({
@@ -361,15 +392,16 @@ export class InboundServer {
         ...(rcpts.length === 1 ? { recipient: rcpts[0]!.address } : {}),
         date: new Date(),
       }),
+      ...(headers ? { onHeaders: headers.hook } : {}),
       makeMessageId: () =>
         `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
     });
-    const max = config.smtp.maxMessageSize;
+    const max = this.gate.maxSize(policies, config.smtp.maxMessageSize);
     let oversized = false;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         if (oversized) continue; // keep reading to the final dot, store nothing more
-        if (stream.sizeExceeded || filter.size > max) {
+        if (stream.sizeExceeded || (stream.byteLength ?? 0) > max.limit) {
           oversized = true;
           continue;
         }
@@ -378,28 +410,31 @@ export class InboundServer {
       // A stream destroyed by a vanished client may end the loop quietly: never commit half a message.
       if (!stream.readableEnded)
         throw Object.assign(new Error('client went away during DATA'), { code: 'ECONNECTION' });
-      if (stream.sizeExceeded) oversized = true;
+      if (stream.sizeExceeded || (stream.byteLength ?? 0) > max.limit) oversized = true;
       if (!oversized) for (const b of filter.end()) await writer.write(b);
       const endOfData = process.hrtime.bigint();
-      if (oversized) throw replies.tooBig();
+      if (oversized) {
+        if (max.policy) this.gate.sizeRefused(max.policy, client);
+        throw replies.tooBig();
+      }
+      if (headers?.result.refusal) throw this.gate.fromRefused(headers.result.refusal, client);
       if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
       if (filter.lineTooLong) throw replies.lineTooLong();
       if (filter.headerTooLong) throw replies.headerTooLong();
+      const sender = envelope.mailFrom ? envelope.mailFrom.address : '';
+      const rewrite = headers?.edits.rewriteSender;
       const meta: NewMessage = {
-        from: envelope.mailFrom ? envelope.mailFrom.address : '',
+        // A bounce keeps its null sender; anything else may be rewritten to a registered sender.
+        from: rewrite && sender ? rewrite.address : sender,
         recipients: rcpts.map(toRecipient),
         dsn: dsnOf(envelope),
-        client: {
-          address: normalizeAddress(session.remoteAddress),
-          ...((session as SessionExtra).hostNameAppearsAs
-            ? { helo: (session as SessionExtra).hostNameAppearsAs }
-            : {}),
-        },
+        client,
         ...(filter.messageId ? { messageId: filter.messageId } : {}),
         bodyType: (envelope as EnvelopeExtra).bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
         smtputf8: !!(envelope as EnvelopeExtra).smtpUtf8,
       };
       const queued = await writer.commit(meta);
+      this.gate.committed(policies, client, meta.recipients.length);
       metrics.acceptDuration.observe(Number(process.hrtime.bigint() - endOfData) / 1e9);
       metrics.messagesReceived.inc();
       metrics.bytesReceived.inc(queued.size);
@@ -409,6 +444,9 @@ export class InboundServer {
           messageId: meta.messageId,
           from: meta.from,
           to: meta.recipients.map((r) => r.address),
+          originalFrom: meta.from !== sender ? sender : undefined,
+          namespace: client.namespace,
+          pod: client.pod,
           size: queued.size,
           client: meta.client.address,
           normalized: filter.bareLineEnding || undefined,
@@ -436,6 +474,12 @@ interface EnvelopeExtra {
   bodyType?: string;
   smtpUtf8?: boolean;
   dsn?: { ret?: string; envid?: string };
+}
+
+/** Who is sending: the address, and (once attributed) its namespace and pod. */
+function clientOf(session: SMTPServerSession): ClientInfo {
+  const helo = session.hostNameAppearsAs;
+  return { address: normalizeAddress(session.remoteAddress), ...(helo ? { helo } : {}) };
 }
 
 const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID']);

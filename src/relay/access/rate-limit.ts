@@ -1,0 +1,59 @@
+/**
+ * Sliding-window counters per key (a namespace or a client address): the window is cut into
+ * buckets, so memory per key is fixed and old counts fall off bucket by bucket. Counts are per
+ * relay replica; with N replicas a client may get up to N times the limit in the worst case.
+ */
+export class RateCounter {
+  private readonly bucketMs: number;
+  private readonly keys = new Map<string, { start: number; counts: number[] }>();
+
+  constructor(
+    readonly windowMs: number,
+    private readonly buckets = 12,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.bucketMs = Math.max(1, Math.ceil(windowMs / buckets));
+  }
+
+  /** Events counted for `key` over the last window. */
+  count(key: string): number {
+    const e = this.advance(key, false);
+    return e ? e.counts.reduce((a, b) => a + b, 0) : 0;
+  }
+
+  add(key: string, n = 1): void {
+    const e = this.advance(key, true)!;
+    e.counts[e.counts.length - 1]! += n;
+    if (this.keys.size > 10_000) this.prune();
+  }
+
+  /** Moves a key's buckets up to now; drops the key once its whole window is empty. */
+  private advance(key: string, create: boolean) {
+    const bucket = Math.floor(this.now() / this.bucketMs);
+    let e = this.keys.get(key);
+    if (!e) {
+      if (!create) return undefined;
+      e = { start: bucket, counts: [0] };
+      this.keys.set(key, e);
+      return e;
+    }
+    const last = e.start + e.counts.length - 1;
+    if (bucket > last) {
+      for (let b = last + 1; b <= bucket; b++) e.counts.push(0);
+      const excess = e.counts.length - this.buckets;
+      if (excess > 0) {
+        e.counts.splice(0, excess);
+        e.start += excess;
+      }
+      if (!create && e.counts.every((c) => c === 0)) {
+        this.keys.delete(key);
+        return undefined;
+      }
+    }
+    return e;
+  }
+
+  private prune(): void {
+    for (const key of [...this.keys.keys()]) this.count(key);
+  }
+}
