@@ -30,9 +30,10 @@ fi
 step "Test control plane (etcd + kube-apiserver; built from Go modules once, then cached)"
 npm run --silent control-plane -- build
 
-step "Typecheck and lint"
+step "Typecheck, lint, generated CRDs up to date"
 npx tsc -p tsconfig.json --noEmit
 npx biome check .
+npm run --silent crds:check
 
 step "Tests"
 npx vitest run "$@"

@@ -1,0 +1,134 @@
+import { stringify } from 'yaml';
+import { parseConfig } from '../../config/load.ts';
+import type { RelayConfig, RelayConfigInput } from '../../config/schema.ts';
+import type { EmailRelaySpec } from '../api/emailrelay.ts';
+import { API_VERSION } from '../api/meta.ts';
+import type { ValidPolicy } from '../emailpolicy/select.ts';
+import {
+  POLICIES_KEY,
+  RELAY_CONFIG_KEY,
+  ROUTE_SECRET_DIR,
+  ROUTES_KEY,
+  SPOOL_MOUNT,
+  TLS_DIR,
+  UPSTREAM_SECRET_DIR,
+} from './names.ts';
+
+type TlsMode = EmailRelaySpec['upstream']['tls'];
+
+const SCHEMES: Record<TlsMode, string> = {
+  starttls: 'smtp+starttls',
+  implicit: 'smtps',
+  opportunistic: 'smtp',
+};
+
+/** The relay's upstream URL for a spec endpoint (see DESIGN.md's `--upstream`). */
+export function upstreamUrl(u: { host: string; port: number; tls: TlsMode }): string {
+  return `${SCHEMES[u.tls]}://${u.host}:${u.port}`;
+}
+
+/**
+ * The relay configuration for the pods of a relay. Validated with the relay's own schema, so
+ * the operator can never ship a config the relay would refuse (throws ConfigError naming fields).
+ */
+export function renderRelayConfig(spec: EmailRelaySpec): RelayConfig {
+  const creds = spec.upstream.credentialsSecretRef;
+  const input: RelayConfigInput = {
+    hostname: spec.hostname,
+    listen: `0.0.0.0:${spec.smtp.port}`,
+    // Always on: kubelet probes use it even when metrics are not scraped.
+    http: `0.0.0.0:${spec.metrics.port}`,
+    spool: { dir: `${SPOOL_MOUNT}/queue`, fsync: true },
+    smtp: {
+      maxMessageSize: spec.smtp.maxMessageSize,
+      maxRecipients: spec.smtp.maxRecipients,
+      maxClients: spec.smtp.maxClients,
+      ...(spec.tls
+        ? {
+            tls: {
+              certFile: `${TLS_DIR}/tls.crt`,
+              keyFile: `${TLS_DIR}/tls.key`,
+              required: spec.tls.required,
+            },
+          }
+        : {}),
+    },
+    access: { allow: [...spec.access.podCIDRs, ...spec.access.extraCIDRs] },
+    upstream: {
+      url: upstreamUrl(spec.upstream),
+      outboxDir: `${SPOOL_MOUNT}/outbox`,
+      maxConnections: spec.upstream.maxConnections,
+      ...(creds
+        ? {
+            auth: {
+              method: creds.method,
+              userFile: `${UPSTREAM_SECRET_DIR}/${creds.usernameKey}`,
+              passwordFile: `${UPSTREAM_SECRET_DIR}/${creds.passwordKey}`,
+            },
+          }
+        : {}),
+    },
+    queue: {
+      retryInitialSeconds: spec.queue.retryInitialSeconds,
+      retryMaxSeconds: spec.queue.retryMaxSeconds,
+      retryMultiplier: spec.queue.retryMultiplier,
+      maxLifetimeSeconds: spec.queue.lifetimeSeconds,
+    },
+    shutdownGraceSeconds: spec.shutdownGraceSeconds,
+    logLevel: spec.logLevel,
+  };
+  return parseConfig(input, 'rendered relay configuration');
+}
+
+/**
+ * `policies.yaml`: the EmailPolicies that apply, in evaluation order. The relay config schema
+ * is strict and owned by the data plane, so policies travel in their own document.
+ */
+export function renderPoliciesDocument(policies: readonly ValidPolicy[]): Record<string, unknown> {
+  return {
+    apiVersion: API_VERSION,
+    kind: 'RelayPolicies',
+    policies: policies.map((p) => ({
+      name: `${p.namespace}/${p.name}`,
+      priority: p.spec.priority,
+      ...(p.spec.clientNamespaces ? { clientNamespaces: p.spec.clientNamespaces } : {}),
+      rules: p.spec.rules,
+    })),
+  };
+}
+
+/** `routes.yaml`: per-sender-domain smarthosts, credentials as mounted files. */
+export function renderRoutesDocument(spec: EmailRelaySpec): Record<string, unknown> {
+  return {
+    apiVersion: API_VERSION,
+    kind: 'RelayRoutes',
+    routes: (spec.upstream.routes ?? []).map((r, i) => ({
+      senderDomains: r.senderDomains,
+      url: upstreamUrl(r),
+      ...(r.credentialsSecretRef
+        ? {
+            auth: {
+              method: r.credentialsSecretRef.method,
+              userFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.usernameKey}`,
+              passwordFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.passwordKey}`,
+            },
+          }
+        : {}),
+    })),
+  };
+}
+
+const yaml = (doc: unknown) => stringify(doc, { lineWidth: 0 });
+
+/** The ConfigMap data: the relay config plus the documents beside it. */
+export function renderConfigData(
+  spec: EmailRelaySpec,
+  policies: readonly ValidPolicy[],
+): Record<string, string> {
+  const header = '# Rendered by email-relay-operator from the EmailRelay; edits are overwritten.\n';
+  return {
+    [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec)),
+    [POLICIES_KEY]: header + yaml(renderPoliciesDocument(policies)),
+    [ROUTES_KEY]: header + yaml(renderRoutesDocument(spec)),
+  };
+}

@@ -1,0 +1,58 @@
+import { GROUP } from '../api/meta.ts';
+
+/** Names, labels and paths shared by the renderers, the reconciler and the tests. */
+
+export const FIELD_MANAGER = 'email-relay-operator';
+export const MANAGED_BY = 'email-relay-operator';
+
+export const CONFIG_HASH_ANNOTATION = `${GROUP}/config-hash`;
+/** Hash of the object as last applied: a change in what we render is a change to apply. */
+export const APPLIED_HASH_ANNOTATION = `${GROUP}/applied-hash`;
+
+export const CONFIG_DIR = '/etc/email-relay/config';
+export const RELAY_CONFIG_KEY = 'relay.yaml';
+export const POLICIES_KEY = 'policies.yaml';
+export const ROUTES_KEY = 'routes.yaml';
+export const SPOOL_MOUNT = '/var/spool/email-relay';
+export const UPSTREAM_SECRET_DIR = '/etc/email-relay/upstream';
+export const ROUTE_SECRET_DIR = '/etc/email-relay/routes';
+export const TLS_DIR = '/etc/email-relay/tls';
+/** The image user (distroless "nonroot", see Dockerfile); the queue volume is group-writable for it. */
+export const RELAY_UID = 65532;
+/** Seconds the pod keeps serving after it is marked for deletion, so Services stop routing to it first. */
+export const PRESTOP_SLEEP_SECONDS = 5;
+
+export const childNames = (relay: string) => ({
+  service: relay,
+  headless: `${relay}-headless`,
+  workload: relay,
+  configMap: `${relay}-config`,
+  serviceAccount: relay,
+  pdb: relay,
+  smtpPolicy: `${relay}-smtp`,
+  metricsPolicy: `${relay}-metrics`,
+});
+
+/** Pod selector: stable for the life of the relay (a Deployment's selector is immutable). */
+export function selectorLabels(relay: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'email-relay',
+    'app.kubernetes.io/instance': relay,
+    'app.kubernetes.io/component': 'relay',
+  };
+}
+
+/** Recommended labels on every child; `managed-by` also scopes the operator's caches. */
+export function commonLabels(relay: string): Record<string, string> {
+  return {
+    ...selectorLabels(relay),
+    'app.kubernetes.io/part-of': 'email-relay',
+    'app.kubernetes.io/managed-by': MANAGED_BY,
+  };
+}
+
+export const MANAGED_SELECTOR = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+
+export function serviceHost(name: string, namespace: string, clusterDomain = 'cluster.local'): string {
+  return `${name}.${namespace}.svc.${clusterDomain}`;
+}

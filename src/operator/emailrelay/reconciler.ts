@@ -1,0 +1,241 @@
+import { ConfigError, formatIssues } from '../../config/load.ts';
+import type { Logger } from '../../lib/logger.ts';
+import type { EmailPolicy } from '../api/emailpolicy.ts';
+import { type EmailRelay, type EmailRelayStatus, emailRelaySpecSchema } from '../api/emailrelay.ts';
+import type { KubeObject } from '../api/meta.ts';
+import { policiesForRelay } from '../emailpolicy/select.ts';
+import { deleteObject, isSubset, serverSideApply } from '../runtime/apply.ts';
+import { ApiError, isNotFound, type KubeClient } from '../runtime/client.ts';
+import { nowTime } from '../runtime/conditions.ts';
+import type { Result } from '../runtime/controller.ts';
+import type { EventRecorder } from '../runtime/events.ts';
+import type { Informer } from '../runtime/informer.ts';
+import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
+import { matchesSelector, selectorString } from '../runtime/selector.ts';
+import { canonicalJson, contentHash } from './hash.ts';
+import { APPLIED_HASH_ANNOTATION, childNames, FIELD_MANAGER, selectorLabels, serviceHost } from './names.ts';
+import { renderRelay } from './render.ts';
+import { computeRelayStatus, type StatusInput } from './status.ts';
+
+/** The kinds an EmailRelay owns, in apply order (config and identity before the pods that use them). */
+export const CHILD_KINDS = [
+  'ServiceAccount',
+  'ConfigMap',
+  'Service',
+  'NetworkPolicy',
+  'StatefulSet',
+  'Deployment',
+  'PodDisruptionBudget',
+] as const;
+
+export interface RelayCaches {
+  relays: Informer<EmailRelay>;
+  policies: Informer<EmailPolicy>;
+  namespaces: Informer;
+  children: ReadonlyMap<string, Informer>;
+}
+
+export interface RelayReconcilerDeps {
+  client: KubeClient;
+  caches: RelayCaches;
+  recorder: EventRecorder;
+  defaultImage: string;
+  logger: Logger;
+  clusterDomain?: string;
+}
+
+const isOwnedBy = (obj: KubeObject, uid: string) =>
+  obj.metadata.ownerReferences?.some((o) => o.kind === 'EmailRelay' && o.uid === uid && o.controller) ??
+  false;
+
+/** The owning EmailRelay's key of a child, for mapping child events to reconciles. */
+export function ownerKey(obj: KubeObject): string | undefined {
+  const ref = obj.metadata.ownerReferences?.find((o) => o.kind === 'EmailRelay' && o.controller);
+  return ref && obj.metadata.namespace ? `${obj.metadata.namespace}/${ref.name}` : undefined;
+}
+
+/** Adds the hash of what we apply, so a change in our own rendering is noticed even for removed fields. */
+function withAppliedHash(obj: KubeObject): KubeObject {
+  const hash = contentHash(obj);
+  return {
+    ...obj,
+    metadata: {
+      ...obj.metadata,
+      annotations: { ...obj.metadata.annotations, [APPLIED_HASH_ANNOTATION]: hash },
+    },
+  };
+}
+
+/** Already as wanted: same applied hash and every field we set still has our value. */
+export function upToDate(desired: KubeObject, actual: KubeObject | undefined): boolean {
+  if (!actual) return false;
+  const want = desired.metadata.annotations?.[APPLIED_HASH_ANNOTATION];
+  if (actual.metadata.annotations?.[APPLIED_HASH_ANNOTATION] !== want) return false;
+  const { metadata: dm, ...dRest } = desired;
+  const { metadata: am, ...aRest } = actual;
+  return isSubset(dRest, aRest) && isSubset({ labels: dm.labels, ownerReferences: dm.ownerReferences }, am);
+}
+
+export function makeRelayReconciler(deps: RelayReconcilerDeps) {
+  const { client, caches, recorder, logger } = deps;
+  const statusPath = (r: EmailRelay) =>
+    resourcePath(resourceType('EmailRelay'), r.metadata.namespace, r.metadata.name, 'status');
+
+  async function writeStatus(relay: EmailRelay, status: EmailRelayStatus): Promise<void> {
+    // Compared canonically: a reconcile that learned nothing writes nothing.
+    if (canonicalJson(relay.status ?? {}) === canonicalJson(status)) return;
+    const before = new Map((relay.status?.conditions ?? []).map((c) => [c.type, c.status]));
+    await client.request('PATCH', statusPath(relay), {
+      body: { status },
+      contentType: 'application/merge-patch+json',
+    });
+    const ready = status.conditions?.find((c) => c.type === 'Ready');
+    if (ready && before.get('Ready') !== ready.status) {
+      recorder.event(
+        relay,
+        ready.status === 'True' ? 'Normal' : 'Warning',
+        ready.status === 'True' ? 'Ready' : `NotReady`,
+        `${ready.reason}: ${ready.message}`,
+      );
+    }
+  }
+
+  return async function reconcile(key: string): Promise<Result | undefined> {
+    const { namespace, name } = splitKey(key);
+    const relay = caches.relays.get(namespace, name);
+    if (!relay || relay.metadata.deletionTimestamp) return undefined; // owner references clean up
+    const uid = relay.metadata.uid ?? '';
+    const generation = relay.metadata.generation ?? 0;
+    const base: Omit<StatusInput, 'desiredReplicas'> = { generation, previous: relay.status, now: nowTime() };
+
+    // 1. The spec: admission should have refused anything invalid, but a stale CRD must not crash us.
+    const parsed = emailRelaySpecSchema.safeParse(relay.spec ?? {});
+    if (!parsed.success) {
+      const message = `invalid spec: ${formatIssues(parsed.error).join('; ')}`;
+      if (relay.status?.conditions?.find((c) => c.type === 'Ready')?.reason !== 'InvalidSpec') {
+        recorder.event(relay, 'Warning', 'InvalidSpec', message);
+      }
+      await writeStatus(
+        relay,
+        computeRelayStatus({
+          ...base,
+          desiredReplicas: 0,
+          problem: { reason: 'InvalidSpec', message, fatal: true },
+        }),
+      );
+      return undefined; // nothing to retry until the spec changes
+    }
+    const spec = parsed.data;
+
+    // 2. Inputs from the caches: the policies of this relay and the namespaces admitted.
+    const policies = policiesForRelay(caches.policies.list(namespace), { name, namespace });
+    const admitted = caches.namespaces
+      .list()
+      .filter(
+        (ns) =>
+          !ns.metadata.deletionTimestamp &&
+          matchesSelector(spec.access.namespaceSelector, ns.metadata.labels),
+      )
+      .map((ns) => ns.metadata.name)
+      .sort();
+
+    // 3. Render (pure). A config the relay would refuse is reported, not shipped.
+    let rendered: ReturnType<typeof renderRelay>;
+    try {
+      rendered = renderRelay({
+        relay: { name, namespace, uid },
+        spec,
+        defaultImage: deps.defaultImage,
+        policies,
+      });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const message = err.message.replace(/\n\s*/g, ' ');
+      recorder.event(relay, 'Warning', 'InvalidConfig', message);
+      await writeStatus(
+        relay,
+        computeRelayStatus({
+          ...base,
+          desiredReplicas: 0,
+          problem: { reason: 'InvalidConfig', message, fatal: true },
+        }),
+      );
+      return undefined;
+    }
+
+    // 4. Apply what differs from the cache; delete managed children no longer wanted.
+    const desired = rendered.objects.map(withAppliedHash);
+    const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
+    let problem: StatusInput['problem'];
+    let workload: KubeObject | undefined;
+    for (const obj of desired) {
+      const cache = caches.children.get(obj.kind);
+      const actual = cache?.get(namespace, obj.metadata.name);
+      if (upToDate(obj, actual)) {
+        if (obj.kind === rendered.workloadKind) workload = actual;
+        continue;
+      }
+      try {
+        const applied = await serverSideApply(client, obj, FIELD_MANAGER);
+        if (obj.kind === rendered.workloadKind) workload = applied;
+        const verb = actual ? 'Updated' : 'Created';
+        recorder.event(relay, 'Normal', verb, `${verb} ${obj.kind} ${obj.metadata.name}`);
+        logger.info({ relay: key, kind: obj.kind, name: obj.metadata.name }, `${verb.toLowerCase()} child`);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status >= 500 || err.status === 429 || err.status === 409)
+          throw err;
+        // Refused for good (e.g. an immutable StatefulSet field): say so, keep the rest running.
+        const message = `${obj.kind} ${obj.metadata.name}: ${err.message}`;
+        recorder.event(relay, 'Warning', 'ApplyFailed', message);
+        problem = { reason: 'ApplyFailed', message, fatal: false };
+        if (obj.kind === rendered.workloadKind) workload = actual;
+      }
+    }
+    for (const kind of CHILD_KINDS) {
+      for (const obj of caches.children.get(kind)?.list(namespace) ?? []) {
+        if (!isOwnedBy(obj, uid) || wanted.has(`${kind}/${obj.metadata.name}`)) continue;
+        try {
+          await deleteObject(client, obj);
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+        recorder.event(relay, 'Normal', 'Deleted', `Deleted ${kind} ${obj.metadata.name} (no longer wanted)`);
+      }
+    }
+
+    // 5. Status.
+    const names = childNames(name);
+    const domain = deps.clusterDomain ?? 'cluster.local';
+    const endpoint = `${serviceHost(names.service, namespace, domain)}:${spec.smtp.port}`;
+    const status = computeRelayStatus({
+      ...base,
+      desiredReplicas: spec.replicas,
+      ...(workload ? { workload } : {}),
+      ...(problem ? { problem } : {}),
+      endpoint,
+      endpoints: [endpoint, `${serviceHost(names.headless, namespace, domain)}:${spec.smtp.port}`],
+      admittedNamespaces: admitted,
+      policies: policies.map((p) => p.name),
+      configHash: rendered.configHash,
+      selector: selectorString(selectorLabels(name)),
+    });
+    const prevAdmitted = relay.status?.admittedNamespaces ?? [];
+    const added = admitted.filter((n) => !prevAdmitted.includes(n));
+    const removed = prevAdmitted.filter((n) => !admitted.includes(n));
+    if (added.length || removed.length) {
+      recorder.event(
+        relay,
+        'Normal',
+        'AdmittedNamespacesChanged',
+        [
+          added.length ? `admitted ${added.join(', ')}` : '',
+          removed.length ? `no longer admitted ${removed.join(', ')}` : '',
+        ]
+          .filter(Boolean)
+          .join('; '),
+      );
+    }
+    await writeStatus(relay, status);
+    return undefined;
+  };
+}

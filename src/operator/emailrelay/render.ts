@@ -1,0 +1,371 @@
+import type { RelayConfig } from '../../config/schema.ts';
+import type { EmailRelaySpec } from '../api/emailrelay.ts';
+import { API_VERSION, type KubeObject, type LabelSelector, type OwnerReference } from '../api/meta.ts';
+import type { ValidPolicy } from '../emailpolicy/select.ts';
+import { renderConfigData, renderRelayConfig } from './config.ts';
+import { contentHash } from './hash.ts';
+import {
+  CONFIG_DIR,
+  CONFIG_HASH_ANNOTATION,
+  childNames,
+  commonLabels,
+  PRESTOP_SLEEP_SECONDS,
+  RELAY_CONFIG_KEY,
+  RELAY_UID,
+  ROUTE_SECRET_DIR,
+  SPOOL_MOUNT,
+  selectorLabels,
+  TLS_DIR,
+  UPSTREAM_SECRET_DIR,
+} from './names.ts';
+
+/**
+ * Pure renderers: an EmailRelay spec (already parsed and defaulted) -> the Kubernetes objects
+ * that run it. The reconciler applies what these return and deletes managed children they no
+ * longer return; nothing here talks to the API.
+ */
+
+export interface RelayRef {
+  name: string;
+  namespace: string;
+  uid: string;
+}
+
+export interface RenderInput {
+  relay: RelayRef;
+  spec: EmailRelaySpec;
+  /** Image when spec.image is unset: the operator's own. */
+  defaultImage: string;
+  policies: readonly ValidPolicy[];
+}
+
+export interface Rendered {
+  config: RelayConfig;
+  configData: Record<string, string>;
+  configHash: string;
+  workloadKind: 'Deployment' | 'StatefulSet';
+  objects: KubeObject[];
+}
+
+export function ownerReference(relay: RelayRef): OwnerReference {
+  return {
+    apiVersion: API_VERSION,
+    kind: 'EmailRelay',
+    name: relay.name,
+    uid: relay.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+function meta(relay: RelayRef, name: string, extra: Record<string, unknown> = {}) {
+  return {
+    name,
+    namespace: relay.namespace,
+    labels: commonLabels(relay.name),
+    ownerReferences: [ownerReference(relay)],
+    ...extra,
+  };
+}
+
+/** The args the relay container runs with (also used by the tests that run the relay locally). */
+export function relayArgs(): string[] {
+  return ['relay', '--config', `${CONFIG_DIR}/${RELAY_CONFIG_KEY}`];
+}
+
+export function terminationGraceSeconds(spec: EmailRelaySpec): number {
+  // preStop sleep, then SIGTERM and up to shutdownGraceSeconds of draining, plus headroom to exit.
+  return PRESTOP_SLEEP_SECONDS + spec.shutdownGraceSeconds + 5;
+}
+
+export function renderPodTemplate(relay: RelayRef, spec: EmailRelaySpec, image: string, configHash: string) {
+  const names = childNames(relay.name);
+  const persistent = spec.queue.persistence.enabled;
+  const creds = spec.upstream.credentialsSecretRef;
+  const routes = spec.upstream.routes ?? [];
+
+  const volumes: Record<string, unknown>[] = [
+    { name: 'config', configMap: { name: names.configMap } },
+    { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+  ];
+  const mounts: Record<string, unknown>[] = [
+    { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+    { name: 'spool', mountPath: SPOOL_MOUNT },
+    { name: 'tmp', mountPath: '/tmp' },
+  ];
+  if (!persistent) volumes.push({ name: 'spool', emptyDir: {} });
+  if (creds) {
+    volumes.push({
+      name: 'upstream-credentials',
+      secret: {
+        secretName: creds.name,
+        items: [
+          { key: creds.usernameKey, path: creds.usernameKey },
+          { key: creds.passwordKey, path: creds.passwordKey },
+        ],
+      },
+    });
+    mounts.push({ name: 'upstream-credentials', mountPath: UPSTREAM_SECRET_DIR, readOnly: true });
+  }
+  routes.forEach((r, i) => {
+    if (!r.credentialsSecretRef) return;
+    const { name, usernameKey, passwordKey } = r.credentialsSecretRef;
+    volumes.push({
+      name: `route-${i}-credentials`,
+      secret: {
+        secretName: name,
+        items: [
+          { key: usernameKey, path: usernameKey },
+          { key: passwordKey, path: passwordKey },
+        ],
+      },
+    });
+    mounts.push({ name: `route-${i}-credentials`, mountPath: `${ROUTE_SECRET_DIR}/${i}`, readOnly: true });
+  });
+  if (spec.tls) {
+    volumes.push({ name: 'tls', secret: { secretName: spec.tls.secretName } });
+    mounts.push({ name: 'tls', mountPath: TLS_DIR, readOnly: true });
+  }
+
+  const privileged = Math.min(spec.smtp.port, spec.metrics.port) < 1024;
+  const httpGet = (path: string) => ({ path, port: 'http' });
+  const container = {
+    name: 'relay',
+    image,
+    ...(spec.imagePullPolicy ? { imagePullPolicy: spec.imagePullPolicy } : {}),
+    args: relayArgs(),
+    ports: [
+      { name: 'smtp', containerPort: spec.smtp.port, protocol: 'TCP' },
+      { name: 'http', containerPort: spec.metrics.port, protocol: 'TCP' },
+    ],
+    // Probes are HTTP, never SMTP: no log noise, and readiness turns false while draining.
+    startupProbe: { httpGet: httpGet('/healthz'), periodSeconds: 2, failureThreshold: 60 },
+    readinessProbe: { httpGet: httpGet('/readyz'), periodSeconds: 5, failureThreshold: 2 },
+    livenessProbe: {
+      httpGet: httpGet('/healthz'),
+      periodSeconds: 10,
+      failureThreshold: 6,
+      timeoutSeconds: 5,
+    },
+    // Keep serving while endpoints controllers and kube-proxy forget the pod, then SIGTERM drains.
+    lifecycle: { preStop: { sleep: { seconds: PRESTOP_SLEEP_SECONDS } } },
+    resources: spec.resources,
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    },
+    volumeMounts: mounts,
+  };
+
+  const s = spec.scheduling;
+  return {
+    metadata: {
+      labels: commonLabels(relay.name),
+      annotations: { [CONFIG_HASH_ANNOTATION]: configHash },
+    },
+    spec: {
+      serviceAccountName: names.serviceAccount,
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      terminationGracePeriodSeconds: terminationGraceSeconds(spec),
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: RELAY_UID,
+        runAsGroup: RELAY_UID,
+        fsGroup: RELAY_UID,
+        fsGroupChangePolicy: 'OnRootMismatch',
+        seccompProfile: { type: 'RuntimeDefault' },
+        // Port 25 as non-root: a namespaced, "safe" sysctl since Kubernetes 1.22.
+        ...(privileged ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
+      },
+      containers: [container],
+      volumes,
+      ...(s.nodeSelector ? { nodeSelector: s.nodeSelector } : {}),
+      ...(s.tolerations ? { tolerations: s.tolerations } : {}),
+      ...(s.affinity ? { affinity: s.affinity } : {}),
+      ...(s.priorityClassName ? { priorityClassName: s.priorityClassName } : {}),
+      topologySpreadConstraints: s.topologySpreadConstraints ?? [
+        {
+          maxSkew: 1,
+          topologyKey: 'kubernetes.io/hostname',
+          whenUnsatisfiable: 'ScheduleAnyway',
+          labelSelector: { matchLabels: selectorLabels(relay.name) },
+        },
+      ],
+    },
+  };
+}
+
+export function renderWorkload(
+  relay: RelayRef,
+  spec: EmailRelaySpec,
+  image: string,
+  configHash: string,
+): KubeObject {
+  const names = childNames(relay.name);
+  const template = renderPodTemplate(relay, spec, image, configHash);
+  const selector = { matchLabels: selectorLabels(relay.name) };
+  if (!spec.queue.persistence.enabled) {
+    return {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: meta(relay, names.workload),
+      spec: {
+        replicas: spec.replicas,
+        selector,
+        minReadySeconds: 5,
+        // Never below the wanted capacity during a rollout: surge first, then drain the old pod.
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+        template,
+      },
+    };
+  }
+  const p = spec.queue.persistence;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: meta(relay, names.workload),
+    spec: {
+      replicas: spec.replicas,
+      selector,
+      serviceName: names.headless,
+      podManagementPolicy: 'Parallel',
+      minReadySeconds: 5,
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { partition: 0 } },
+      // A queue volume outlives its pod: scaled down or deleted, the mail stays for the next pod.
+      persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
+      template,
+      volumeClaimTemplates: [
+        {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: { name: 'spool', labels: selectorLabels(relay.name) },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            resources: { requests: { storage: String(p.size) } },
+            ...(p.storageClassName ? { storageClassName: p.storageClassName } : {}),
+          },
+        },
+      ],
+    },
+  };
+}
+
+export function renderServices(relay: RelayRef, spec: EmailRelaySpec): KubeObject[] {
+  const names = childNames(relay.name);
+  const smtp = { name: 'smtp', port: spec.smtp.port, targetPort: 'smtp', protocol: 'TCP' };
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(relay, names.service),
+      spec: { type: 'ClusterIP', selector: selectorLabels(relay.name), ports: [smtp] },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(relay, names.headless),
+      spec: {
+        clusterIP: 'None',
+        selector: selectorLabels(relay.name),
+        ports: spec.metrics.enabled
+          ? [smtp, { name: 'http', port: spec.metrics.port, targetPort: 'http', protocol: 'TCP' }]
+          : [smtp],
+      },
+    },
+  ];
+}
+
+/** Drops selector fields that are unset, so the rendered selector is what the API stores. */
+function selector(s: LabelSelector): LabelSelector {
+  return {
+    ...(s.matchLabels ? { matchLabels: s.matchLabels } : {}),
+    ...(s.matchExpressions ? { matchExpressions: s.matchExpressions } : {}),
+  };
+}
+
+export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): KubeObject[] {
+  const names = childNames(relay.name);
+  const podSelector = { matchLabels: selectorLabels(relay.name) };
+  const smtpFrom: Record<string, unknown>[] = [
+    { namespaceSelector: selector(spec.access.namespaceSelector) },
+  ];
+  for (const cidr of spec.access.extraCIDRs) {
+    smtpFrom.push({
+      ipBlock: { cidr: cidr.includes('/') ? cidr : `${cidr}/${cidr.includes(':') ? 128 : 32}` },
+    });
+  }
+  const out: KubeObject[] = [
+    {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: meta(relay, names.smtpPolicy),
+      spec: {
+        podSelector,
+        policyTypes: ['Ingress'],
+        ingress: [{ from: smtpFrom, ports: [{ protocol: 'TCP', port: spec.smtp.port }] }],
+      },
+    },
+  ];
+  if (spec.metrics.enabled) {
+    out.push({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: meta(relay, names.metricsPolicy),
+      spec: {
+        podSelector,
+        policyTypes: ['Ingress'],
+        ingress: [
+          {
+            from: [{ namespaceSelector: selector(spec.metrics.namespaceSelector) }],
+            ports: [{ protocol: 'TCP', port: spec.metrics.port }],
+          },
+        ],
+      },
+    });
+  }
+  return out;
+}
+
+export function renderPodDisruptionBudget(relay: RelayRef, spec: EmailRelaySpec): KubeObject | undefined {
+  if (spec.replicas <= 1) return undefined;
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: meta(relay, childNames(relay.name).pdb),
+    spec: {
+      maxUnavailable: 1,
+      selector: { matchLabels: selectorLabels(relay.name) },
+      // A pod that never got ready must not block node drains.
+      unhealthyPodEvictionPolicy: 'AlwaysAllow',
+    },
+  };
+}
+
+/** Everything an EmailRelay runs on. Throws ConfigError when the relay would refuse the config. */
+export function renderRelay(input: RenderInput): Rendered {
+  const { relay, spec, policies } = input;
+  const names = childNames(relay.name);
+  const config = renderRelayConfig(spec);
+  const configData = renderConfigData(spec, policies);
+  const configHash = contentHash(configData);
+  const image = spec.image ?? input.defaultImage;
+  const workload = renderWorkload(relay, spec, image, configHash);
+  const pdb = renderPodDisruptionBudget(relay, spec);
+  const objects: KubeObject[] = [
+    {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: meta(relay, names.serviceAccount),
+      // The relay makes no API calls: no token in its pods, no Role.
+      automountServiceAccountToken: false,
+    },
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(relay, names.configMap), data: configData },
+    ...renderServices(relay, spec),
+    ...renderNetworkPolicies(relay, spec),
+    workload,
+    ...(pdb ? [pdb] : []),
+  ];
+  return { config, configData, configHash, workloadKind: workload.kind as Rendered['workloadKind'], objects };
+}

@@ -1,0 +1,235 @@
+import { hostname } from 'node:os';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from '../lib/logger.ts';
+import type { EmailPolicy } from './api/emailpolicy.ts';
+import type { EmailRelay } from './api/emailrelay.ts';
+import type { KubeObject } from './api/meta.ts';
+import { makePolicyReconciler } from './emailpolicy/reconciler.ts';
+import { MANAGED_SELECTOR } from './emailrelay/names.ts';
+import { CHILD_KINDS, makeRelayReconciler, ownerKey } from './emailrelay/reconciler.ts';
+import { KubeClient } from './runtime/client.ts';
+import { Controller } from './runtime/controller.ts';
+import { KubeEventRecorder } from './runtime/events.ts';
+import { Informer } from './runtime/informer.ts';
+import { LeaderElector } from './runtime/leader.ts';
+import { createOperatorMetrics, type OperatorMetrics } from './runtime/metrics.ts';
+import { objectKey, resourceType } from './runtime/resources.ts';
+
+/**
+ * Wires informers, controllers and leader election together (controller-runtime's Manager).
+ * Every replica keeps warm caches; only the leader runs the controllers, so failover costs a
+ * lease expiry (or nothing, after a clean shutdown releases the lease), not a cold start.
+ */
+
+export interface ManagerOptions {
+  kubeConfig: KubeConfig;
+  logger: Logger;
+  /** Namespaces to watch; empty: all. */
+  namespaces?: string[];
+  defaultImage: string;
+  leaderElection?:
+    | { namespace: string; name?: string; identity?: string; leaseDurationSeconds?: number }
+    | false;
+  metrics?: OperatorMetrics;
+  /** Re-reconcile everything this often even without events (level-triggered safety net). */
+  resyncMs?: number;
+  clusterDomain?: string;
+  workers?: number;
+}
+
+export class Manager {
+  readonly client: KubeClient;
+  readonly metrics: OperatorMetrics;
+  readonly relays: Informer<EmailRelay>;
+  readonly policies: Informer<EmailPolicy>;
+  readonly namespaces: Informer;
+  readonly children = new Map<string, Informer>();
+  readonly relayController: Controller;
+  readonly policyController: Controller;
+  readonly recorder: KubeEventRecorder;
+  private elector: LeaderElector | undefined;
+  private leading = false;
+  private resyncTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: ManagerOptions) {
+    const { logger } = opts;
+    this.client = new KubeClient(opts.kubeConfig);
+    this.metrics = opts.metrics ?? createOperatorMetrics();
+    this.client.observer = (method, path) => {
+      if (method !== 'GET')
+        this.metrics.writes.inc({ verb: method, resource: path.split('/').slice(-2).join('/') });
+    };
+    const scoped = { namespaces: opts.namespaces ?? [], logger };
+    this.relays = new Informer<EmailRelay>(this.client, resourceType('EmailRelay'), scoped);
+    this.policies = new Informer<EmailPolicy>(this.client, resourceType('EmailPolicy'), scoped);
+    this.namespaces = new Informer(this.client, resourceType('Namespace'), { logger });
+    for (const kind of CHILD_KINDS) {
+      this.children.set(
+        kind,
+        new Informer(this.client, resourceType(kind), { ...scoped, labelSelector: MANAGED_SELECTOR }),
+      );
+    }
+    this.recorder = new KubeEventRecorder(this.client, 'email-relay-operator', logger);
+
+    this.relayController = new Controller(
+      'emailrelay',
+      makeRelayReconciler({
+        client: this.client,
+        caches: {
+          relays: this.relays,
+          policies: this.policies,
+          namespaces: this.namespaces,
+          children: this.children,
+        },
+        recorder: this.recorder,
+        defaultImage: opts.defaultImage,
+        logger,
+        ...(opts.clusterDomain ? { clusterDomain: opts.clusterDomain } : {}),
+      }),
+      { logger, metrics: this.metrics, workers: opts.workers ?? 2 },
+    );
+    this.policyController = new Controller(
+      'emailpolicy',
+      makePolicyReconciler({
+        client: this.client,
+        policies: this.policies,
+        relays: this.relays,
+        recorder: this.recorder,
+        logger,
+      }),
+      { logger, metrics: this.metrics, workers: 1 },
+    );
+    this.wire();
+  }
+
+  private wire(): void {
+    const key = (o: KubeObject) => objectKey(o.metadata.namespace, o.metadata.name);
+    const relayKeysIn = (ns: string) => this.relays.list(ns).map(key);
+    const policyKeysIn = (ns: string) => this.policies.list(ns).map(key);
+    const each = <T extends KubeObject>(fn: (o: T) => void) => ({
+      onAdd: fn,
+      onUpdate: (_: T, o: T) => fn(o),
+      onDelete: fn,
+    });
+    this.relays.addHandlers(
+      each<EmailRelay>((r) => {
+        this.relayController.enqueue(key(r));
+        for (const k of policyKeysIn(r.metadata.namespace ?? '')) this.policyController.enqueue(k);
+      }),
+    );
+    this.policies.addHandlers(
+      each<EmailPolicy>((p) => {
+        this.policyController.enqueue(key(p));
+        for (const k of relayKeysIn(p.metadata.namespace ?? '')) this.relayController.enqueue(k);
+      }),
+    );
+    // Labels decide admission: a namespace change may change any relay's admitted list.
+    this.namespaces.addHandlers({
+      onAdd: () => this.enqueueAllRelays(),
+      onDelete: () => this.enqueueAllRelays(),
+      onUpdate: (a, b) => {
+        if (
+          canonical(a.metadata.labels) !== canonical(b.metadata.labels) ||
+          a.metadata.deletionTimestamp !== b.metadata.deletionTimestamp
+        ) {
+          this.enqueueAllRelays();
+        }
+      },
+    });
+    // A child edited or deleted by hand: reconcile its owner, which puts it back.
+    for (const inf of this.children.values()) {
+      inf.addHandlers(
+        each((o) => {
+          const k = ownerKey(o);
+          if (k) this.relayController.enqueue(k);
+        }),
+      );
+    }
+  }
+
+  private enqueueAllRelays(): void {
+    for (const r of this.relays.list())
+      this.relayController.enqueue(objectKey(r.metadata.namespace, r.metadata.name));
+  }
+
+  private informers(): Informer[] {
+    return [this.relays as Informer, this.policies as Informer, this.namespaces, ...this.children.values()];
+  }
+
+  get synced(): boolean {
+    return this.informers().every((i) => i.hasSynced);
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Starts caches, then (once elected, if electing) the controllers. */
+  async start(): Promise<void> {
+    for (const inf of this.informers()) inf.start();
+    await Promise.all(this.informers().map((i) => i.waitForSync()));
+    this.opts.logger.info(
+      { namespaces: this.opts.namespaces?.length ? this.opts.namespaces : 'all' },
+      'caches synced',
+    );
+    const le = this.opts.leaderElection;
+    if (!le) {
+      this.startLeading();
+      return;
+    }
+    this.elector = new LeaderElector(this.client, {
+      namespace: le.namespace,
+      name: le.name ?? 'email-relay-operator',
+      identity: le.identity ?? `${hostname()}_${process.pid}`,
+      ...(le.leaseDurationSeconds ? { leaseDurationSeconds: le.leaseDurationSeconds } : {}),
+      logger: this.opts.logger,
+      onStartedLeading: () => this.startLeading(),
+      onStoppedLeading: () => this.stopLeading(),
+    });
+    this.elector.start();
+  }
+
+  private startLeading(): void {
+    if (this.leading) return;
+    this.leading = true;
+    this.metrics.leader.set({ name: 'email-relay-operator' }, 1);
+    this.relayController.start();
+    this.policyController.start();
+    this.enqueueAllRelays();
+    for (const p of this.policies.list())
+      this.policyController.enqueue(objectKey(p.metadata.namespace, p.metadata.name));
+    const resync = this.opts.resyncMs ?? 10 * 60_000;
+    this.resyncTimer = setInterval(() => this.enqueueAllRelays(), resync);
+    this.resyncTimer.unref();
+  }
+
+  private stopLeading(): void {
+    if (!this.leading) return;
+    this.leading = false;
+    this.metrics.leader.set({ name: 'email-relay-operator' }, 0);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    // Lost the lease while running: another replica now acts. Exit rather than race it
+    // (controller-runtime does the same); the process supervisor restarts us as a standby.
+    if (!this.stopping) {
+      this.opts.logger.error('lost leadership; exiting');
+      process.exitCode = 1;
+      void this.stop().then(() => process.exit(1));
+    }
+  }
+
+  private stopping = false;
+
+  /** Clean shutdown: stop taking work, finish reconciles in flight, release the lease, stop watches. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await Promise.all([this.relayController.stop(), this.policyController.stop()]);
+    await this.recorder.flush();
+    await this.elector?.stop();
+    await Promise.all(this.informers().map((i) => i.stop()));
+    this.client.close();
+  }
+}
+
+const canonical = (l: Record<string, string> | undefined) => JSON.stringify(Object.entries(l ?? {}).sort());

@@ -1,0 +1,54 @@
+import { API_VERSION } from '../api/meta.ts';
+
+/** Where a kind lives in the REST API. A static table: the operator touches a known set of kinds. */
+export interface ResourceType {
+  apiVersion: string;
+  kind: string;
+  plural: string;
+  namespaced: boolean;
+}
+
+const table: ResourceType[] = [
+  { apiVersion: API_VERSION, kind: 'EmailRelay', plural: 'emailrelays', namespaced: true },
+  { apiVersion: API_VERSION, kind: 'EmailPolicy', plural: 'emailpolicies', namespaced: true },
+  { apiVersion: 'v1', kind: 'Namespace', plural: 'namespaces', namespaced: false },
+  { apiVersion: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true },
+  { apiVersion: 'v1', kind: 'Service', plural: 'services', namespaced: true },
+  { apiVersion: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true },
+  { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true },
+  { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments', namespaced: true },
+  { apiVersion: 'apps/v1', kind: 'StatefulSet', plural: 'statefulsets', namespaced: true },
+  { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', plural: 'networkpolicies', namespaced: true },
+  { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets', namespaced: true },
+  { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', plural: 'leases', namespaced: true },
+];
+
+const byKind = new Map(table.map((t) => [t.kind, t]));
+
+export function resourceType(kind: string): ResourceType {
+  const t = byKind.get(kind);
+  if (!t) throw new Error(`unknown kind ${kind}`);
+  return t;
+}
+
+/** `/api/v1/namespaces/ns/configmaps/name[/status]` and friends. */
+export function resourcePath(
+  t: ResourceType,
+  namespace?: string,
+  name?: string,
+  subresource?: string,
+): string {
+  const base = t.apiVersion.includes('/') ? `/apis/${t.apiVersion}` : `/api/${t.apiVersion}`;
+  const ns = t.namespaced && namespace ? `/namespaces/${encodeURIComponent(namespace)}` : '';
+  const n = name ? `/${encodeURIComponent(name)}` : '';
+  return `${base}${ns}/${t.plural}${n}${subresource ? `/${subresource}` : ''}`;
+}
+
+export function objectKey(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}/${name}` : name;
+}
+
+export function splitKey(key: string): { namespace: string; name: string } {
+  const i = key.indexOf('/');
+  return i < 0 ? { namespace: '', name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
