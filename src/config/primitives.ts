@@ -18,3 +18,19 @@ export const cidr = z.string().refine((v) => {
 }, 'expected an IP address or CIDR, e.g. 10.0.0.0/8');
 
 export const seconds = z.number().nonnegative();
+
+/** A Kubernetes label selector (matchLabels / matchExpressions). */
+export const labelSelector = z
+  .object({
+    matchLabels: z.record(z.string(), z.string()).optional(),
+    matchExpressions: z
+      .array(
+        z.object({
+          key: z.string(),
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: z.array(z.string()).optional(),
+        }),
+      )
+      .optional(),
+  })
+  .strict();

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { policySchema } from './policy.ts';
-import { cidr, hostPort, seconds } from './primitives.ts';
+import { cidr, hostPort, labelSelector, seconds } from './primitives.ts';
 
 /**
  * The relay configuration: the one contract between the operator (which renders it into a
@@ -80,6 +80,21 @@ export const configSchema = z
           .array(cidr)
           .default(['127.0.0.0/8', '::1/128'])
           .describe('Client networks that may relay (Postfix mynetworks)'),
+        kubernetes: z
+          .object({
+            enabled: z
+              .boolean()
+              .default(false)
+              .describe('Attribute clients to pods and admit opted-in namespaces'),
+            kubeconfig: z.string().optional().describe('Default: in-cluster service account'),
+            namespaceSelector: labelSelector
+              .default({ matchLabels: { 'email.bionicaisolutions.com/relay-access': 'true' } })
+              .describe('Namespaces whose pods may relay'),
+            lookupWaitSeconds: seconds
+              .default(2)
+              .describe('How long to wait for a pod the watch has not seen yet'),
+          })
+          .prefault({}),
       })
       .prefault({}),
     policies: z

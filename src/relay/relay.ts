@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { RelayConfig } from '../config/schema.ts';
 import type { Logger } from '../lib/logger.ts';
+import { type Attribution, startKubeAttribution } from './access/attribution.ts';
 import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
@@ -37,7 +38,16 @@ export async function startRelay(
   });
   const delivery = createDeliveryAgent({ config, spool, metrics, logger });
   let draining = false;
+  const kube = config.access.kubernetes;
+  const attribution: Attribution | undefined = kube.enabled
+    ? startKubeAttribution({
+        namespaceSelector: kube.namespaceSelector,
+        ...(kube.kubeconfig ? { kubeconfig: kube.kubeconfig } : {}),
+        logger,
+      })
+    : undefined;
   const inbound = new InboundServer({
+    ...(attribution ? { attribution } : {}),
     config,
     spool,
     metrics,
@@ -58,6 +68,7 @@ export async function startRelay(
         readiness: async () => {
           const problems: string[] = [];
           if (draining) problems.push('draining');
+          if (attribution && !attribution.synced()) problems.push('kubernetes attribution not synced');
           if (!(await spool.writable())) problems.push('spool not writable');
           if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
           return problems;
@@ -69,6 +80,7 @@ export async function startRelay(
     control = await listenControl(controlSocketPath(spool.dir), (req) => handleControl(delivery, req));
   } catch (err) {
     await delivery.stop(Date.now()).catch(() => undefined);
+    await attribution?.stop().catch(() => undefined);
     await spool.close().catch(() => undefined);
     throw err;
   }
@@ -96,6 +108,7 @@ export async function startRelay(
       await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
       http?.closeAllConnections();
       await new Promise<void>((r) => (control ? control.close(() => r()) : r()));
+      await attribution?.stop();
       const left = spool.stats().messages;
       await spool.close();
       logger.info({ queued: left }, 'relay stopped; queued mail stays in the spool');

@@ -5,7 +5,6 @@ import type { EmailRelaySpec } from '../api/emailrelay.ts';
 import { API_VERSION } from '../api/meta.ts';
 import type { ValidPolicy } from '../emailpolicy/select.ts';
 import {
-  POLICIES_KEY,
   RELAY_CONFIG_KEY,
   ROUTE_SECRET_DIR,
   ROUTES_KEY,
@@ -31,7 +30,7 @@ export function upstreamUrl(u: { host: string; port: number; tls: TlsMode }): st
  * The relay configuration for the pods of a relay. Validated with the relay's own schema, so
  * the operator can never ship a config the relay would refuse (throws ConfigError naming fields).
  */
-export function renderRelayConfig(spec: EmailRelaySpec): RelayConfig {
+export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly ValidPolicy[] = []): RelayConfig {
   const creds = spec.upstream.credentialsSecretRef;
   const input: RelayConfigInput = {
     hostname: spec.hostname,
@@ -74,6 +73,7 @@ export function renderRelayConfig(spec: EmailRelaySpec): RelayConfig {
       retryMultiplier: spec.queue.retryMultiplier,
       maxLifetimeSeconds: spec.queue.lifetimeSeconds,
     },
+    policies: policies.map(compilePolicy),
     shutdownGraceSeconds: spec.shutdownGraceSeconds,
     logLevel: spec.logLevel,
   };
@@ -81,19 +81,18 @@ export function renderRelayConfig(spec: EmailRelaySpec): RelayConfig {
 }
 
 /**
- * `policies.yaml`: the EmailPolicies that apply, in evaluation order. The relay config schema
- * is strict and owned by the data plane, so policies travel in their own document.
+ * An EmailPolicy as the relay enforces it (src/config/policy.ts): the rules unchanged (one
+ * schema for both), the client namespaces as the relay matches them. Order is evaluation order.
  */
-export function renderPoliciesDocument(policies: readonly ValidPolicy[]): Record<string, unknown> {
+export function compilePolicy(p: ValidPolicy): NonNullable<RelayConfigInput['policies']>[number] {
+  const clients = p.spec.clientNamespaces;
   return {
-    apiVersion: API_VERSION,
-    kind: 'RelayPolicies',
-    policies: policies.map((p) => ({
-      name: `${p.namespace}/${p.name}`,
-      priority: p.spec.priority,
-      ...(p.spec.clientNamespaces ? { clientNamespaces: p.spec.clientNamespaces } : {}),
-      rules: p.spec.rules,
-    })),
+    name: `${p.namespace}/${p.name}`,
+    match: {
+      ...(clients?.names ? { namespaces: clients.names } : {}),
+      ...(clients?.selector ? { namespaceSelector: clients.selector } : {}),
+    },
+    rules: p.spec.rules,
   };
 }
 
@@ -127,8 +126,7 @@ export function renderConfigData(
 ): Record<string, string> {
   const header = '# Rendered by email-relay-operator from the EmailRelay; edits are overwritten.\n';
   return {
-    [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec)),
-    [POLICIES_KEY]: header + yaml(renderPoliciesDocument(policies)),
+    [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec, policies)),
     [ROUTES_KEY]: header + yaml(renderRoutesDocument(spec)),
   };
 }

@@ -347,7 +347,7 @@ export function renderPodDisruptionBudget(relay: RelayRef, spec: EmailRelaySpec)
 export function renderRelay(input: RenderInput): Rendered {
   const { relay, spec, policies } = input;
   const names = childNames(relay.name);
-  const config = renderRelayConfig(spec);
+  const config = renderRelayConfig(spec, policies);
   const configData = renderConfigData(spec, policies);
   const configHash = contentHash(configData);
   const image = spec.image ?? input.defaultImage;

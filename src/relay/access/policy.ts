@@ -1,5 +1,6 @@
 import type { Policy } from '../../config/policy.ts';
 import type { ClientInfo } from '../spool/types.ts';
+import { selectorMatches } from './labels.ts';
 import { Networks } from './networks.ts';
 
 /**
@@ -22,28 +23,31 @@ interface Compiled {
 export class PolicySet {
   private readonly compiled: Compiled[];
 
+  /** Policies in evaluation order (the operator sorts them by priority, then name). */
   constructor(policies: readonly Policy[]) {
-    // Sorted by name so that choices among matching policies (sender rewriting) are deterministic.
-    this.compiled = [...policies]
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((policy) => ({
-        policy,
-        ...(policy.match.clients ? { networks: new Networks(policy.match.clients) } : {}),
-      }));
+    this.compiled = policies.map((policy) => ({
+      policy,
+      ...(policy.match.clients ? { networks: new Networks(policy.match.clients) } : {}),
+    }));
   }
 
   get size(): number {
     return this.compiled.length;
   }
 
-  /** The policies that apply to this client. */
-  forClient(client: ClientInfo): Policy[] {
+  /** The policies that apply to this client; `labels` are its namespace's labels, when known. */
+  forClient(client: ClientInfo, labels?: Record<string, string>): Policy[] {
     return this.compiled
       .filter(({ policy, networks }) => {
-        const ns = policy.match.namespaces;
-        if (ns && (!client.namespace || !ns.includes(client.namespace))) return false;
-        if (networks && !networks.contains(client.address)) return false;
-        return true;
+        const { namespaces, namespaceSelector } = policy.match;
+        if (namespaces || namespaceSelector) {
+          const ns = client.namespace;
+          const byName = !!ns && !!namespaces?.includes(ns);
+          const byLabel =
+            !!ns && !!namespaceSelector && !!labels && selectorMatches(namespaceSelector, labels);
+          if (!byName && !byLabel) return false;
+        }
+        return !networks || networks.contains(client.address);
       })
       .map((c) => c.policy);
   }
@@ -58,12 +62,21 @@ export function domainMatches(domain: string, pattern: string): boolean {
   return p.startsWith('*.') ? d.endsWith(p.slice(1)) : d === p;
 }
 
-function senderAllowed(p: Policy, addr: string): boolean {
-  if (!p.senders) return true;
+/** user@domain exactly; @domain or *@domain: anyone there; the domain may be *.domain. */
+export function addressMatches(addr: string, pattern: string): boolean {
+  const at = pattern.lastIndexOf('@');
+  const local = pattern.slice(0, at);
   const a = addr.toLowerCase();
+  if (!domainMatches(domainOf(a), pattern.slice(at + 1))) return false;
+  return local === '' || local === '*' || local.toLowerCase() === a.slice(0, a.lastIndexOf('@'));
+}
+
+function senderAllowed(p: Policy, addr: string): boolean {
+  const s = p.rules.senders;
+  if (!s || (!s.domains && !s.addresses)) return true;
   return (
-    p.senders.addresses.some((x) => x.toLowerCase() === a) ||
-    p.senders.domains.some((d) => domainMatches(domainOf(a), d))
+    !!s.domains?.some((d) => domainMatches(domainOf(addr), d)) ||
+    !!s.addresses?.some((x) => addressMatches(addr, x))
   );
 }
 
@@ -89,22 +102,16 @@ export function checkFromHeader(policies: Policy[], from: string[]): Refusal | u
 }
 
 export function checkRecipient(policies: Policy[], rcpt: string): Refusal | undefined {
-  const d = domainOf(rcpt);
-  const a = rcpt.toLowerCase();
   // Denials first: a recipient any policy denies is refused as denied, whatever else allows it.
   for (const p of policies) {
-    const r = p.recipients;
-    if (
-      r &&
-      (r.denyAddresses.some((x) => x.toLowerCase() === a) || r.denyDomains.some((x) => domainMatches(d, x)))
-    ) {
+    if (p.rules.recipients?.deny?.some((x) => addressMatches(rcpt, x))) {
       return { policy: p.name, rule: 'recipient-deny', detail: `recipient ${rcpt} is denied` };
     }
   }
   for (const p of policies) {
-    const allow = p.recipients?.allowDomains;
-    if (allow && !allow.some((x) => domainMatches(d, x))) {
-      return { policy: p.name, rule: 'recipient-allow', detail: `recipient domain ${d} is not allowed` };
+    const allow = p.rules.recipients?.allow;
+    if (allow && !allow.some((x) => addressMatches(rcpt, x))) {
+      return { policy: p.name, rule: 'recipient-allow', detail: `recipient ${rcpt} is not allowed` };
     }
   }
   return undefined;
@@ -126,19 +133,27 @@ export function strictest(
 export interface HeaderEdits {
   add: [string, string][];
   remove: Set<string>;
-  rewriteSender?: { address: string; policy: string };
+  rewriteSender?: { to: string; rewriteHeaderFrom: boolean; policy: string };
 }
 
-/** Header edits and sender rewriting of the matching policies: adds and removes are unioned. */
-export function headerEdits(policies: Policy[]): HeaderEdits {
+/**
+ * Header edits and sender rewriting of the matching policies for this sender: adds and removes
+ * are unioned (the first policy's value wins for a header added twice); the first policy whose
+ * rewriteSender applies to the sender rewrites it.
+ */
+export function headerEdits(policies: Policy[], sender: string): HeaderEdits {
   const add = new Map<string, [string, string]>();
   const remove = new Set<string>();
   let rewriteSender: HeaderEdits['rewriteSender'];
   for (const p of policies) {
-    for (const [k, v] of Object.entries(p.headers?.add ?? {}))
-      if (!add.has(k.toLowerCase())) add.set(k.toLowerCase(), [k, v]);
-    for (const k of p.headers?.remove ?? []) remove.add(k.toLowerCase());
-    if (p.rewriteSender && !rewriteSender) rewriteSender = { address: p.rewriteSender, policy: p.name };
+    const h = p.rules.headers;
+    for (const { name, value } of h?.add ?? [])
+      if (!add.has(name.toLowerCase())) add.set(name.toLowerCase(), [name, value]);
+    for (const k of h?.remove ?? []) remove.add(k.toLowerCase());
+    const r = p.rules.rewriteSender;
+    if (r && !rewriteSender && sender && (!r.from || addressMatches(sender, r.from))) {
+      rewriteSender = { to: r.to, rewriteHeaderFrom: r.rewriteHeaderFrom, policy: p.name };
+    }
   }
   return { add: [...add.values()], remove, ...(rewriteSender ? { rewriteSender } : {}) };
 }
@@ -163,14 +178,14 @@ export function editHeaders(block: string, edits: HeaderEdits): string {
   for (const f of fields) {
     const name = f.slice(0, f.indexOf(':')).trim().toLowerCase();
     if (edits.remove.has(name)) continue;
-    if (name === 'from' && edits.rewriteSender) {
+    if (name === 'from' && edits.rewriteSender?.rewriteHeaderFrom) {
       const value = f
         .slice(f.indexOf(':') + 1)
         .replace(/\r\n[ \t]+/g, ' ')
         .trim();
       const display = /^(.*?)<[^>]*>\s*$/.exec(value)?.[1]?.trim();
       out.push(`X-Original-From: ${value}\r\n`);
-      out.push(`From: ${display ? `${display} ` : ''}<${edits.rewriteSender.address}>\r\n`);
+      out.push(`From: ${display ? `${display} ` : ''}<${edits.rewriteSender.to}>\r\n`);
       continue;
     }
     out.push(f);

@@ -25,8 +25,8 @@ import { SmtpReplyError } from './replies.ts';
  * policy and rule that made it.
  */
 export class PolicyGate {
-  private readonly messages = new RateCounter(60_000, 12);
-  private readonly recipients = new RateCounter(24 * 3600_000, 24);
+  /** One sliding-window counter per period length in use. */
+  private readonly counters = new Map<number, RateCounter>();
 
   constructor(
     private readonly set: PolicySet,
@@ -34,12 +34,8 @@ export class PolicyGate {
     private readonly logger: Logger,
   ) {}
 
-  get active(): boolean {
-    return this.set.size > 0;
-  }
-
-  policiesFor(client: ClientInfo): Policy[] {
-    return this.set.forClient(client);
+  policiesFor(client: ClientInfo, namespaceLabels?: Record<string, string>): Policy[] {
+    return this.set.forClient(client, namespaceLabels);
   }
 
   atMail(
@@ -49,14 +45,15 @@ export class PolicyGate {
     declaredSize: number | undefined,
   ): SmtpReplyError | undefined {
     const bad = checkSender(policies, sender);
-    if (bad)
+    if (bad) {
       return this.refuse(
         bad,
         client,
         553,
         `5.7.1 <${sender}>: Sender address rejected: ${bad.detail} (policy ${bad.policy})`,
       );
-    const size = strictest(policies, (p) => p.maxMessageSize);
+    }
+    const size = strictest(policies, (p) => p.rules.maxMessageSize);
     if (size && declaredSize !== undefined && declaredSize > size.limit) {
       return this.refuse(
         { policy: size.policy, rule: 'size', detail: `SIZE=${declaredSize}` },
@@ -65,31 +62,40 @@ export class PolicyGate {
         '5.3.4 Message size exceeds fixed limit',
       );
     }
-    for (const p of policies) {
-      const limit = p.rateLimits?.messagesPerMinute;
-      if (limit === undefined) continue;
-      if (this.messages.count(rateKey(p, client)) >= limit) {
-        return this.refuse(
-          { policy: p.name, rule: 'rate', detail: `${limit} messages per minute` },
-          client,
-          450,
-          `4.7.1 <${sender}>: Sender address rejected: rate limit exceeded (${limit} messages per minute for ${rateSubject(p, client)}, policy ${p.name}); try again later`,
-        );
-      }
+    for (const { policy, limit, key, subject } of this.limits(policies, client, sender)) {
+      if (
+        limit.messages === undefined ||
+        this.counter(limit.periodSeconds).count(`m ${key}`) < limit.messages
+      )
+        continue;
+      const what = `${limit.messages} messages per ${period(limit.periodSeconds)} for ${subject}`;
+      return this.refuse(
+        { policy: policy.name, rule: 'rate', detail: what },
+        client,
+        450,
+        `4.7.1 <${sender}>: Sender address rejected: rate limit exceeded (${what}, policy ${policy.name}); try again later`,
+      );
     }
     return undefined;
   }
 
-  atRcpt(policies: Policy[], client: ClientInfo, rcpt: string, accepted: number): SmtpReplyError | undefined {
+  atRcpt(
+    policies: Policy[],
+    client: ClientInfo,
+    sender: string,
+    rcpt: string,
+    accepted: number,
+  ): SmtpReplyError | undefined {
     const bad = checkRecipient(policies, rcpt);
-    if (bad)
+    if (bad) {
       return this.refuse(
         bad,
         client,
         550,
         `5.7.1 <${rcpt}>: Recipient address rejected: ${bad.detail} (policy ${bad.policy})`,
       );
-    const max = strictest(policies, (p) => p.maxRecipients);
+    }
+    const max = strictest(policies, (p) => p.rules.maxRecipients);
     if (max && accepted >= max.limit) {
       return this.refuse(
         { policy: max.policy, rule: 'recipients', detail: `${max.limit} recipients` },
@@ -98,24 +104,23 @@ export class PolicyGate {
         '4.5.3 Error: too many recipients',
       );
     }
-    for (const p of policies) {
-      const limit = p.rateLimits?.recipientsPerDay;
-      if (limit === undefined) continue;
-      if (this.recipients.count(rateKey(p, client)) + accepted >= limit) {
-        return this.refuse(
-          { policy: p.name, rule: 'rate', detail: `${limit} recipients per day` },
-          client,
-          450,
-          `4.7.1 <${rcpt}>: Recipient address rejected: rate limit exceeded (${limit} recipients per day for ${rateSubject(p, client)}, policy ${p.name}); try again later`,
-        );
-      }
+    for (const { policy, limit, key, subject } of this.limits(policies, client, sender)) {
+      if (limit.recipients === undefined) continue;
+      if (this.counter(limit.periodSeconds).count(`r ${key}`) + accepted < limit.recipients) continue;
+      const what = `${limit.recipients} recipients per ${period(limit.periodSeconds)} for ${subject}`;
+      return this.refuse(
+        { policy: policy.name, rule: 'rate', detail: what },
+        client,
+        450,
+        `4.7.1 <${rcpt}>: Recipient address rejected: rate limit exceeded (${what}, policy ${policy.name}); try again later`,
+      );
     }
     return undefined;
   }
 
   /** The message size limit for these policies, if stricter than `configured`. */
   maxSize(policies: Policy[], configured: number): { limit: number; policy?: string } {
-    const s = strictest(policies, (p) => p.maxMessageSize);
+    const s = strictest(policies, (p) => p.rules.maxMessageSize);
     return s && s.limit < configured ? s : { limit: configured };
   }
 
@@ -123,18 +128,17 @@ export class PolicyGate {
    * A header hook for MessageFilter: checks the From: header, applies edits. The From: verdict
    * is returned through `result` (the filter cannot refuse by itself).
    */
-  headerHook(policies: Policy[]): {
-    hook: (block: string) => string;
-    result: { refusal?: Refusal };
-    edits: HeaderEdits;
-  } {
-    const edits = headerEdits(policies);
+  headerHook(
+    policies: Policy[],
+    sender: string,
+  ): { hook: (block: string) => string; result: { refusal?: Refusal }; edits: HeaderEdits } {
+    const edits = headerEdits(policies, sender);
     const result: { refusal?: Refusal } = {};
     const hook = (block: string) => {
       const from = headerValue(block, 'from');
       const bad = from !== undefined ? checkFromHeader(policies, fromAddresses(from)) : undefined;
       if (bad) result.refusal = bad;
-      if (!edits.add.length && !edits.remove.size && !edits.rewriteSender) return block;
+      if (!edits.add.length && !edits.remove.size && !edits.rewriteSender?.rewriteHeaderFrom) return block;
       return editHeaders(block, edits);
     };
     return { hook, result, edits };
@@ -154,13 +158,38 @@ export class PolicyGate {
   }
 
   /** Counts an accepted message against the rate limits. */
-  committed(policies: Policy[], client: ClientInfo, recipients: number): void {
-    for (const p of policies) {
-      if (!p.rateLimits) continue;
-      const key = rateKey(p, client);
-      if (p.rateLimits.messagesPerMinute !== undefined) this.messages.add(key);
-      if (p.rateLimits.recipientsPerDay !== undefined) this.recipients.add(key, recipients);
+  committed(policies: Policy[], client: ClientInfo, sender: string, recipients: number): void {
+    for (const { limit, key } of this.limits(policies, client, sender)) {
+      const c = this.counter(limit.periodSeconds);
+      if (limit.messages !== undefined) c.add(`m ${key}`);
+      if (limit.recipients !== undefined) c.add(`r ${key}`, recipients);
     }
+  }
+
+  /** Each rate limit of the policies with the key it counts under (policy, limit, subject). */
+  private *limits(policies: Policy[], client: ClientInfo, sender: string) {
+    for (const policy of policies) {
+      const limits = policy.rules.rateLimits ?? [];
+      for (let i = 0; i < limits.length; i++) {
+        const limit = limits[i]!;
+        const subject =
+          limit.per === 'namespace' && client.namespace
+            ? `namespace ${client.namespace}`
+            : limit.per === 'sender'
+              ? `sender ${sender || '<>'}`
+              : `client ${client.address}`;
+        yield { policy, limit, subject, key: `${policy.name}\u0000${i}\u0000${subject}` };
+      }
+    }
+  }
+
+  private counter(periodSeconds: number): RateCounter {
+    let c = this.counters.get(periodSeconds);
+    if (!c) {
+      c = new RateCounter(periodSeconds * 1000, 12);
+      this.counters.set(periodSeconds, c);
+    }
+    return c;
   }
 
   private refuse(r: Refusal, client: ClientInfo, code: number, text: string): SmtpReplyError {
@@ -177,12 +206,9 @@ export class PolicyGate {
   }
 }
 
-function rateKey(p: Policy, client: ClientInfo): string {
-  return `${p.name}\u0000${rateSubject(p, client)}`;
-}
-
-function rateSubject(p: Policy, client: ClientInfo): string {
-  return p.rateLimits?.per === 'namespace' && client.namespace
-    ? `namespace ${client.namespace}`
-    : `client ${client.address}`;
+function period(seconds: number): string {
+  if (seconds === 60) return 'minute';
+  if (seconds === 3600) return 'hour';
+  if (seconds === 86_400) return 'day';
+  return `${seconds} s`;
 }

@@ -26,6 +26,8 @@ export class SmtpReplyError extends Error {
 export const replies = {
   relayDenied: (rcpt: string) =>
     new SmtpReplyError(554, `5.7.1 <${rcpt}>: Relay access denied`, 'relay_denied'),
+  lookupFailure: (rcpt: string) =>
+    new SmtpReplyError(451, `4.3.0 <${rcpt}>: Temporary lookup failure`, 'lookup'),
   tooBig: () => new SmtpReplyError(552, '5.3.4 Message size exceeds fixed limit', 'size'),
   noStorage: () => new SmtpReplyError(452, '4.3.1 Insufficient system storage', 'storage'),
   tooManyRecipients: () => new SmtpReplyError(452, '4.5.3 Error: too many recipients', 'recipients'),

@@ -11,6 +11,7 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { Policy } from '../../config/policy.ts';
 import type { RelayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../lib/logger.ts';
+import type { Attribution } from '../access/attribution.ts';
 import { Networks, normalizeAddress } from '../access/networks.ts';
 import { PolicySet } from '../access/policy.ts';
 import type { RelayMetrics } from '../metrics.ts';
@@ -28,6 +29,8 @@ export interface InboundDeps {
   onQueued: (entry: QueueEntry) => void;
   /** ETRN: retry deferred mail now. */
   onEtrn: () => void;
+  /** Pod/namespace of clients, when the relay runs in Kubernetes. */
+  attribution?: Attribution;
 }
 
 /** The parts of smtp-server's connection object the relay reaches into (it has no public hooks for these). */
@@ -69,6 +72,7 @@ export class InboundServer {
   private readonly gate: PolicyGate;
   /** The policies that apply to a session's current transaction, decided at MAIL FROM. */
   private readonly sessionPolicies = new WeakMap<SMTPServerSession, Policy[]>();
+  private readonly clients = new WeakMap<SMTPServerSession, ClientInfo>();
 
   constructor(private readonly deps: InboundDeps) {
     const { config } = deps;
@@ -246,22 +250,28 @@ export class InboundServer {
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
+    this.mailFrom(address, session).then(
+      (refused) => cb(refused ?? null),
+      (err: unknown) => {
+        this.deps.logger.error({ err }, 'MAIL FROM check failed');
+        cb(replies.localError());
+      },
+    );
+  }
+
+  private async mailFrom(
+    address: { address: string; args?: unknown },
+    session: SMTPServerSession,
+  ): Promise<SmtpReplyError | undefined> {
     const { smtp } = this.deps.config;
     const unknown = unsupportedParam(address.args, MAIL_PARAMS);
-    if (unknown) {
-      cb(replies.unsupportedParam(unknown));
-      return;
-    }
-    if (address.address !== '' && !isFqdnAddress(address.address)) {
-      cb(replies.nonFqdnSender(address.address));
-      return;
-    }
-    if (smtp.tls?.required && !session.secure) {
-      cb(replies.tlsRequired());
-      return;
-    }
-    const client = clientOf(session);
-    const policies = this.gate.policiesFor(client);
+    if (unknown) return replies.unsupportedParam(unknown);
+    if (address.address !== '' && !isFqdnAddress(address.address))
+      return replies.nonFqdnSender(address.address);
+    if (smtp.tls?.required && !session.secure) return replies.tlsRequired();
+    const client = await this.identify(session);
+    const labels = client.namespace ? this.deps.attribution?.labels(client.namespace) : undefined;
+    const policies = this.gate.policiesFor(client, labels);
     this.sessionPolicies.set(session, policies);
     const declared = (address.args as { SIZE?: string } | undefined)?.SIZE;
     const refused = this.gate.atMail(
@@ -270,18 +280,11 @@ export class InboundServer {
       address.address,
       declared ? Number(declared) : undefined,
     );
-    if (refused) {
-      cb(refused);
-      return;
-    }
-    this.deps.spool.headroom().then(
-      (free) => {
-        if (free > 0) return cb();
-        this.deps.logger.error({ client: session.remoteAddress }, 'spool is short of space: refusing mail');
-        cb(replies.noStorage());
-      },
-      () => cb(replies.noStorage()),
-    );
+    if (refused) return refused;
+    const free = await this.deps.spool.headroom().catch(() => 0);
+    if (free > 0) return undefined;
+    this.deps.logger.error({ client: client.address }, 'spool is short of space: refusing mail');
+    return replies.noStorage();
   }
 
   private onRcptTo(
@@ -289,35 +292,76 @@ export class InboundServer {
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
+    this.rcptTo(address, session).then(
+      (refused) => cb(refused ?? null),
+      (err: unknown) => {
+        this.deps.logger.error({ err }, 'RCPT TO check failed');
+        cb(replies.localError());
+      },
+    );
+  }
+
+  private async rcptTo(
+    address: { address: string; args?: unknown },
+    session: SMTPServerSession,
+  ): Promise<SmtpReplyError | undefined> {
     const unknown = unsupportedParam(address.args, RCPT_PARAMS);
-    if (unknown) {
-      cb(replies.unsupportedParam(unknown));
-      return;
-    }
-    if (!this.networks.contains(session.remoteAddress)) {
+    if (unknown) return replies.unsupportedParam(unknown);
+    const client = await this.identify(session);
+    const access = this.mayRelay(client);
+    if (access !== 'yes') {
       this.deps.logger.warn(
         {
-          client: normalizeAddress(session.remoteAddress),
+          client: client.address,
+          namespace: client.namespace,
+          pod: client.pod,
           from: session.envelope.mailFrom || undefined,
           to: address.address,
         },
-        'relay access denied',
+        access === 'later' ? 'client not attributed yet: deferring' : 'relay access denied',
       );
-      cb(replies.relayDenied(address.address));
-      return;
+      return access === 'later'
+        ? replies.lookupFailure(address.address)
+        : replies.relayDenied(address.address);
     }
-    if (!isFqdnAddress(address.address)) {
-      cb(replies.nonFqdnRecipient(address.address));
-      return;
-    }
+    if (!isFqdnAddress(address.address)) return replies.nonFqdnRecipient(address.address);
     const policies = this.sessionPolicies.get(session) ?? [];
-    const refused = this.gate.atRcpt(
-      policies,
-      clientOf(session),
-      address.address,
-      session.envelope.rcptTo.length,
-    );
-    cb(refused ?? null);
+    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    return this.gate.atRcpt(policies, client, sender, address.address, session.envelope.rcptTo.length);
+  }
+
+  /**
+   * Never an open relay: a client inside the allowed networks, or a pod of a namespace that opted
+   * in. 'later' while the Kubernetes watches have not synced yet (a temporary 4xx, not a 5xx).
+   */
+  private mayRelay(client: ClientInfo): 'yes' | 'no' | 'later' {
+    if (this.networks.contains(client.address)) return 'yes';
+    const att = this.deps.attribution;
+    if (!att) return 'no';
+    if (!att.synced()) return 'later';
+    return client.namespace && att.admitted(client.namespace) ? 'yes' : 'no';
+  }
+
+  /** The client of a session, with its pod and namespace when Kubernetes attribution is on. */
+  private async identify(session: SMTPServerSession): Promise<ClientInfo> {
+    const known = this.clients.get(session);
+    if (known) return known;
+    const helo = session.hostNameAppearsAs;
+    const client: ClientInfo = {
+      address: normalizeAddress(session.remoteAddress),
+      ...(helo ? { helo } : {}),
+    };
+    const att = this.deps.attribution;
+    if (att) {
+      // A pod that mails right after it started may not be in the watch cache yet: wait a little.
+      const wait = this.networks.contains(client.address)
+        ? 0
+        : this.deps.config.access.kubernetes.lookupWaitSeconds * 1000;
+      const hit = await att.lookup(client.address, wait);
+      if (hit) Object.assign(client, hit);
+    }
+    this.clients.set(session, client);
+    return client;
   }
 
   private onData(
@@ -374,9 +418,10 @@ export class InboundServer {
     const { config, spool, logger, metrics } = this.deps;
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
-    const client = clientOf(session);
+    const client = await this.identify(session);
     const policies = this.sessionPolicies.get(session) ?? [];
-    const headers = policies.length ? this.gate.headerHook(policies) : undefined;
+    const sender = envelope.mailFrom ? envelope.mailFrom.address : '';
+    const headers = policies.length ? this.gate.headerHook(policies, sender) : undefined;
     const writer = await spool.begin();
     const id = (writer as { id?: string }).id;
     const filter = new MessageFilter({
@@ -421,11 +466,10 @@ export class InboundServer {
       if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
       if (filter.lineTooLong) throw replies.lineTooLong();
       if (filter.headerTooLong) throw replies.headerTooLong();
-      const sender = envelope.mailFrom ? envelope.mailFrom.address : '';
       const rewrite = headers?.edits.rewriteSender;
       const meta: NewMessage = {
         // A bounce keeps its null sender; anything else may be rewritten to a registered sender.
-        from: rewrite && sender ? rewrite.address : sender,
+        from: rewrite && sender ? rewrite.to : sender,
         recipients: rcpts.map(toRecipient),
         dsn: dsnOf(envelope),
         client,
@@ -434,7 +478,7 @@ export class InboundServer {
         smtputf8: !!(envelope as EnvelopeExtra).smtpUtf8,
       };
       const queued = await writer.commit(meta);
-      this.gate.committed(policies, client, meta.recipients.length);
+      this.gate.committed(policies, client, sender, meta.recipients.length);
       metrics.acceptDuration.observe(Number(process.hrtime.bigint() - endOfData) / 1e9);
       metrics.messagesReceived.inc();
       metrics.bytesReceived.inc(queued.size);
@@ -474,12 +518,6 @@ interface EnvelopeExtra {
   bodyType?: string;
   smtpUtf8?: boolean;
   dsn?: { ret?: string; envid?: string };
-}
-
-/** Who is sending: the address, and (once attributed) its namespace and pod. */
-function clientOf(session: SMTPServerSession): ClientInfo {
-  const helo = session.hostNameAppearsAs;
-  return { address: normalizeAddress(session.remoteAddress), ...(helo ? { helo } : {}) };
 }
 
 const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID']);

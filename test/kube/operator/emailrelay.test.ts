@@ -250,12 +250,12 @@ describe.skipIf(!kubeconfig)('EmailRelay operator against a real kube-apiserver'
     await apply(client, policy(10));
     await eventually('policy in ConfigMap', async () => {
       const cm = await getObject(client, 'ConfigMap', NS, 'postfix-relay-config');
-      return cm.data['policies.yaml'].includes('maxRecipients: 10');
+      return cm.data['relay.yaml'].includes('maxRecipients: 10');
     });
     await apply(client, policy(20));
     await eventually('policy change in ConfigMap', async () => {
       const cm = await getObject(client, 'ConfigMap', NS, 'postfix-relay-config');
-      return cm.data['policies.yaml'].includes('maxRecipients: 20');
+      return cm.data['relay.yaml'].includes('maxRecipients: 20');
     });
     expect((await relayStatus()).policies).toEqual(['limits']);
     const p = await eventually('policy status', async () => {

@@ -43,7 +43,7 @@ async function outbox(relay: TestRelay): Promise<string[]> {
 describe('policies in the relay', () => {
   it('allows only the registered sender domains, for the envelope and the From: header', async () => {
     const relay = await relayWith([
-      { name: 'prod/senders', senders: { domains: ['bionicaisolutions.com'] } },
+      { name: 'prod/senders', rules: { senders: { domains: ['bionicaisolutions.com'] } } },
     ]);
     const c = await session(relay.port);
     expect(await c.cmd('MAIL FROM:<app@gmail.com>')).toEqual([
@@ -76,11 +76,9 @@ describe('policies in the relay', () => {
     const relay = await relayWith([
       {
         name: 'a',
-        recipients: { denyDomains: ['competitor.com'] },
-        maxRecipients: 5,
-        maxMessageSize: 50_000,
+        rules: { recipients: { deny: ['@competitor.com'] }, maxRecipients: 5, maxMessageSize: 50_000 },
       },
-      { name: 'b', recipients: { allowDomains: ['example.com', 'competitor.com'] }, maxRecipients: 2 },
+      { name: 'b', rules: { recipients: { allow: ['@example.com', '@competitor.com'] }, maxRecipients: 2 } },
     ]);
     const c = await session(relay.port);
     await c.cmd('MAIL FROM:<a@example.com>');
@@ -88,7 +86,7 @@ describe('policies in the relay', () => {
       '550 5.7.1 <x@competitor.com>: Recipient address rejected: recipient x@competitor.com is denied (policy a)',
     );
     expect((await c.cmd('RCPT TO:<x@elsewhere.net>'))[0]).toBe(
-      '550 5.7.1 <x@elsewhere.net>: Recipient address rejected: recipient domain elsewhere.net is not allowed (policy b)',
+      '550 5.7.1 <x@elsewhere.net>: Recipient address rejected: recipient x@elsewhere.net is not allowed (policy b)',
     );
     expect(await c.cmd('RCPT TO:<r1@example.com>')).toEqual(['250 2.1.5 Ok']);
     expect(await c.cmd('RCPT TO:<r2@example.com>')).toEqual(['250 2.1.5 Ok']);
@@ -103,7 +101,9 @@ describe('policies in the relay', () => {
   });
 
   it('rate-limits messages per minute per client with 450 4.7.1, other clients unaffected', async () => {
-    const relay = await relayWith([{ name: 'limits', rateLimits: { per: 'client', messagesPerMinute: 3 } }]);
+    const relay = await relayWith([
+      { name: 'limits', rules: { rateLimits: [{ per: 'client', messages: 3 }] } },
+    ]);
     const c = await session(relay.port);
     for (let i = 0; i < 3; i++)
       expect(await send(c, 'a@example.com', ['b@example.com'], 'Subject: n\r\n\r\nb\r\n')).toMatch(/^250 /);
@@ -117,7 +117,9 @@ describe('policies in the relay', () => {
   });
 
   it('rate-limits recipients per day', async () => {
-    const relay = await relayWith([{ name: 'daily', rateLimits: { recipientsPerDay: 3 } }]);
+    const relay = await relayWith([
+      { name: 'daily', rules: { rateLimits: [{ per: 'sender', recipients: 3, periodSeconds: 86_400 }] } },
+    ]);
     const c = await session(relay.port);
     expect(
       await send(c, 'a@example.com', ['r1@example.com', 'r2@example.com'], 'Subject: n\r\n\r\nb\r\n'),
@@ -125,7 +127,7 @@ describe('policies in the relay', () => {
     await c.cmd('MAIL FROM:<a@example.com>');
     expect(await c.cmd('RCPT TO:<r3@example.com>')).toEqual(['250 2.1.5 Ok']);
     expect((await c.cmd('RCPT TO:<r4@example.com>'))[0]).toMatch(
-      /^450 4\.7\.1 <r4@example\.com>: Recipient address rejected: rate limit exceeded \(3 recipients per day/,
+      /^450 4\.7\.1 <r4@example\.com>: Recipient address rejected: rate limit exceeded \(3 recipients per day for sender a@example\.com, policy daily\)/,
     );
     c.close();
   });
@@ -134,8 +136,10 @@ describe('policies in the relay', () => {
     const relay = await relayWith([
       {
         name: 'rewrite',
-        rewriteSender: 'noreply@bionicaisolutions.com',
-        headers: { add: { 'X-Relay-Policy': 'rewrite' }, remove: ['X-Internal-Token'] },
+        rules: {
+          rewriteSender: { to: 'noreply@bionicaisolutions.com', rewriteHeaderFrom: true },
+          headers: { add: [{ name: 'X-Relay-Policy', value: 'rewrite' }], remove: ['X-Internal-Token'] },
+        },
       },
     ]);
     const c = await session(relay.port);
@@ -158,7 +162,11 @@ describe('policies in the relay', () => {
 
   it('a policy for other clients does not apply', async () => {
     const relay = await relayWith([
-      { name: 'others', match: { clients: ['10.0.0.0/8'] }, senders: { domains: ['nowhere.example'] } },
+      {
+        name: 'others',
+        match: { clients: ['10.0.0.0/8'] },
+        rules: { senders: { domains: ['nowhere.example'] } },
+      },
     ]);
     const c = await session(relay.port);
     expect(await send(c, 'a@example.com', ['b@example.com'], 'Subject: n\r\n\r\nb\r\n')).toMatch(/^250 /);

@@ -128,23 +128,29 @@ describe('renderRelay', () => {
     expect(find(render({ replicas: 1 }), 'PodDisruptionBudget')).toBeUndefined();
   });
 
-  it('compiles policies into policies.yaml in priority order, and they change the hash', () => {
+  it('compiles policies into the relay config in priority order, and they change the hash', () => {
     const policy = (name: string, priority: number) => {
       const p = parsePolicy({
         apiVersion: 'email.bionicaisolutions.com/v1alpha1',
         kind: 'EmailPolicy',
         metadata: { name, namespace: 'email-server-prod' },
-        spec: { priority, rules: { maxRecipients: 10 } },
+        spec: { priority, clientNamespaces: { names: ['team-a'] }, rules: { maxRecipients: 10 } },
       });
       if (!p.ok) throw new Error(p.errors.join());
       return p.policy;
     };
     const r = render({}, [policy('b', 1), policy('a', 2)]);
-    const doc = parse(r.configData['policies.yaml']!);
+    const doc = parse(r.configData['relay.yaml']!);
     expect(doc.policies.map((p: { name: string }) => p.name)).toEqual([
       'email-server-prod/b',
       'email-server-prod/a',
     ]);
+    expect(doc.policies[0]).toMatchObject({
+      match: { namespaces: ['team-a'] },
+      rules: { maxRecipients: 10 },
+    });
+    // What the operator ships is what the relay accepts.
+    expect(parseConfig(doc).policies).toHaveLength(2);
     expect(r.configHash).not.toBe(render().configHash);
   });
 
