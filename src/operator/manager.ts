@@ -5,7 +5,7 @@ import type { EmailPolicy } from './api/emailpolicy.ts';
 import type { EmailRelay } from './api/emailrelay.ts';
 import type { KubeObject } from './api/meta.ts';
 import { makePolicyReconciler } from './emailpolicy/reconciler.ts';
-import { MANAGED_SELECTOR } from './emailrelay/names.ts';
+import { MANAGED_SELECTOR, RELAY_NAME_LABEL, RELAY_NAMESPACE_LABEL } from './emailrelay/names.ts';
 import { CHILD_KINDS, makeRelayReconciler, ownerKey } from './emailrelay/reconciler.ts';
 import { KubeClient } from './runtime/client.ts';
 import { Controller } from './runtime/controller.ts';
@@ -44,6 +44,8 @@ export class Manager {
   readonly policies: Informer<EmailPolicy>;
   readonly namespaces: Informer;
   readonly children = new Map<string, Informer>();
+  /** ClusterRoleBindings of relays (cluster-scoped: no owner reference, found by label). */
+  readonly bindings: Informer;
   readonly relayController: Controller;
   readonly policyController: Controller;
   readonly recorder: KubeEventRecorder;
@@ -69,6 +71,10 @@ export class Manager {
         new Informer(this.client, resourceType(kind), { ...scoped, labelSelector: MANAGED_SELECTOR }),
       );
     }
+    this.bindings = new Informer(this.client, resourceType('ClusterRoleBinding'), {
+      logger,
+      labelSelector: MANAGED_SELECTOR,
+    });
     this.recorder = new KubeEventRecorder(this.client, 'email-relay-operator', logger);
 
     this.relayController = new Controller(
@@ -80,6 +86,7 @@ export class Manager {
           policies: this.policies,
           namespaces: this.namespaces,
           children: this.children,
+          bindings: this.bindings,
         },
         recorder: this.recorder,
         defaultImage: opts.defaultImage,
@@ -145,6 +152,18 @@ export class Manager {
         }),
       );
     }
+
+    // A binding changed by hand is put back; one whose relay is gone (deleted while the operator
+    // was down) reaches the reconciler through its labels, which then deletes it.
+    this.bindings.addHandlers(
+      each((o) => {
+        const ns = o.metadata.labels?.[RELAY_NAMESPACE_LABEL];
+        const name = o.metadata.labels?.[RELAY_NAME_LABEL];
+        if (!ns || !name) return;
+        if (this.opts.namespaces?.length && !this.opts.namespaces.includes(ns)) return;
+        this.relayController.enqueue(objectKey(ns, name));
+      }),
+    );
   }
 
   private enqueueAllRelays(): void {
@@ -153,7 +172,13 @@ export class Manager {
   }
 
   private informers(): Informer[] {
-    return [this.relays as Informer, this.policies as Informer, this.namespaces, ...this.children.values()];
+    return [
+      this.relays as Informer,
+      this.policies as Informer,
+      this.namespaces,
+      this.bindings,
+      ...this.children.values(),
+    ];
   }
 
   get synced(): boolean {

@@ -3,7 +3,7 @@ import { runLoad, SMTP_SOURCE, smtpSource } from '../../bench/load.ts';
 import { POSTFIX, startPostfix } from '../../bench/postfix.ts';
 import { MemSampler, treeCpu } from '../../bench/proc.ts';
 import { buildRelay, startRelay } from '../../bench/relay.ts';
-import { SMTP_SINK, Sink } from '../../bench/sink.ts';
+import { Sink, SMTP_SINK } from '../../bench/sink.ts';
 import { cleanupAll } from '../../bench/util.ts';
 
 /**
@@ -27,7 +27,14 @@ describe.skipIf(!canRun && process.env['CI'] !== 'true')('bench smoke', () => {
     await sink.waitFor(N, 20_000);
     const cpu = treeCpu(pid) - cpu0;
     const { peakRss } = mem.stop();
-    const load = await runLoad({ port, sessions: 5, messages: LATENCY_N, size: 2048, rate: 200, timeoutMs: 10_000 });
+    const load = await runLoad({
+      port,
+      sessions: 5,
+      messages: LATENCY_N,
+      size: 2048,
+      rate: 200,
+      timeoutMs: 10_000,
+    });
     await sink.waitFor(N + LATENCY_N, 10_000);
     expect(seconds).toBeGreaterThan(0);
     expect(cpu).toBeGreaterThan(0);

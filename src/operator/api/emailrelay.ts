@@ -124,17 +124,27 @@ export const accessSchema = z
       .max(64)
       .default([])
       .describe('Non-pod clients (VMs, nodes, other networks) that may relay'),
+    attribution: z
+      .boolean()
+      .default(true)
+      .describe(
+        'The relay looks up the pod and namespace of each client (read-only watch of pods and namespaces, ' +
+          'granted by the operator) and enforces namespaceSelector itself, even where the CNI ignores ' +
+          'NetworkPolicy; false: podCIDRs are admitted and only the NetworkPolicy selects namespaces',
+      ),
     podCIDRs: z
       .array(z.string().max(64).regex(CIDR, 'expected an IP address or CIDR'))
       .min(1)
       .max(16)
       .default(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7'])
       .describe(
-        'Pod networks of the cluster, which the relay itself accepts; the NetworkPolicy narrows them to ' +
-          'the selected namespaces',
+        'Pod networks of the cluster, admitted by the relay when attribution is off (the NetworkPolicy ' +
+          'then narrows them to the selected namespaces)',
       ),
   })
-  .describe('Who may relay: selected namespaces (enforced by NetworkPolicy) and extra networks');
+  .describe(
+    'Who may relay: pods of selected namespaces (enforced by the relay and by NetworkPolicy) and extra networks',
+  );
 
 const persistenceSchema = z
   .object({

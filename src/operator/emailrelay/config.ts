@@ -52,7 +52,12 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
           }
         : {}),
     },
-    access: { allow: [...spec.access.podCIDRs, ...spec.access.extraCIDRs] },
+    access: spec.access.attribution
+      ? {
+          allow: spec.access.extraCIDRs,
+          kubernetes: { enabled: true, namespaceSelector: spec.access.namespaceSelector },
+        }
+      : { allow: [...spec.access.podCIDRs, ...spec.access.extraCIDRs] },
     upstream: {
       url: upstreamUrl(spec.upstream),
       outboxDir: `${SPOOL_MOUNT}/outbox`,

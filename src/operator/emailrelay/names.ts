@@ -21,6 +21,16 @@ export const RELAY_UID = 65532;
 /** Seconds the pod keeps serving after it is marked for deletion, so Services stop routing to it first. */
 export const PRESTOP_SLEEP_SECONDS = 5;
 
+/** The ClusterRole (deploy/base) that lets a relay watch pods and namespaces to attribute clients. */
+export const ATTRIBUTION_CLUSTER_ROLE = 'email-relay-client-attribution';
+/** Labels naming the relay of a cluster-scoped object (which cannot carry a namespaced owner). */
+export const RELAY_NAMESPACE_LABEL = `${GROUP}/relay-namespace`;
+export const RELAY_NAME_LABEL = `${GROUP}/relay-name`;
+
+/** One ClusterRoleBinding per relay, for its client attribution. */
+export const attributionBindingName = (namespace: string, relay: string) =>
+  `email-relay:${namespace}:${relay}`;
+
 export const childNames = (relay: string) => ({
   service: relay,
   headless: `${relay}-headless`,

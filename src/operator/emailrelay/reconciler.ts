@@ -13,7 +13,14 @@ import type { Informer } from '../runtime/informer.ts';
 import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { matchesSelector, selectorString } from '../runtime/selector.ts';
 import { canonicalJson, contentHash } from './hash.ts';
-import { APPLIED_HASH_ANNOTATION, childNames, FIELD_MANAGER, selectorLabels, serviceHost } from './names.ts';
+import {
+  APPLIED_HASH_ANNOTATION,
+  attributionBindingName,
+  childNames,
+  FIELD_MANAGER,
+  selectorLabels,
+  serviceHost,
+} from './names.ts';
 import { renderRelay } from './render.ts';
 import { computeRelayStatus, type StatusInput } from './status.ts';
 
@@ -33,6 +40,8 @@ export interface RelayCaches {
   policies: Informer<EmailPolicy>;
   namespaces: Informer;
   children: ReadonlyMap<string, Informer>;
+  /** The relays' cluster-scoped ClusterRoleBindings (client attribution). */
+  bindings: Informer;
 }
 
 export interface RelayReconcilerDeps {
@@ -100,10 +109,28 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     }
   }
 
+  async function dropBinding(namespace: string, name: string): Promise<void> {
+    const binding = caches.bindings.get(undefined, attributionBindingName(namespace, name));
+    if (!binding) return;
+    try {
+      await deleteObject(client, binding);
+      logger.info(
+        { relay: `${namespace}/${name}`, name: binding.metadata.name },
+        'deleted ClusterRoleBinding',
+      );
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
   return async function reconcile(key: string): Promise<Result | undefined> {
     const { namespace, name } = splitKey(key);
     const relay = caches.relays.get(namespace, name);
-    if (!relay || relay.metadata.deletionTimestamp) return undefined; // owner references clean up
+    if (!relay || relay.metadata.deletionTimestamp) {
+      // Owner references clean up the namespaced children; the cluster-scoped binding is ours to drop.
+      await dropBinding(namespace, name);
+      return undefined;
+    }
     const uid = relay.metadata.uid ?? '';
     const generation = relay.metadata.generation ?? 0;
     const base: Omit<StatusInput, 'desiredReplicas'> = { generation, previous: relay.status, now: nowTime() };
@@ -202,6 +229,14 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         recorder.event(relay, 'Normal', 'Deleted', `Deleted ${kind} ${obj.metadata.name} (no longer wanted)`);
       }
     }
+
+    // 4b. Cluster-scoped: the ClusterRoleBinding for client attribution, or none.
+    for (const obj of rendered.clusterObjects.map(withAppliedHash)) {
+      if (upToDate(obj, caches.bindings.get(undefined, obj.metadata.name))) continue;
+      await serverSideApply(client, obj, FIELD_MANAGER);
+      recorder.event(relay, 'Normal', 'Applied', `Applied ${obj.kind} ${obj.metadata.name}`);
+    }
+    if (!rendered.clusterObjects.length) await dropBinding(namespace, name);
 
     // 5. Status.
     const names = childNames(name);

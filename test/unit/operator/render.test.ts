@@ -154,6 +154,42 @@ describe('renderRelay', () => {
     expect(r.configHash).not.toBe(render().configHash);
   });
 
+  it('client attribution (default): the relay enforces the namespace selector itself, with read-only RBAC', () => {
+    const r = render();
+    expect(r.config.access).toMatchObject({
+      allow: [],
+      kubernetes: {
+        enabled: true,
+        namespaceSelector: { matchLabels: { 'email.bionicaisolutions.com/relay-access': 'true' } },
+      },
+    });
+    expect(find(r, 'ServiceAccount').automountServiceAccountToken).toBe(true);
+    expect(find(r, 'StatefulSet').spec.template.spec.automountServiceAccountToken).toBe(true);
+    const binding = r.clusterObjects[0] as Any;
+    expect(binding).toMatchObject({
+      kind: 'ClusterRoleBinding',
+      metadata: {
+        name: 'email-relay:email-server-prod:postfix-relay',
+        labels: {
+          'email.bionicaisolutions.com/relay-namespace': 'email-server-prod',
+          'email.bionicaisolutions.com/relay-name': 'postfix-relay',
+        },
+      },
+      roleRef: { kind: 'ClusterRole', name: 'email-relay-client-attribution' },
+      subjects: [{ kind: 'ServiceAccount', name: 'postfix-relay', namespace: 'email-server-prod' }],
+    });
+    expect(binding.metadata.ownerReferences).toBeUndefined();
+  });
+
+  it('without attribution: pod networks admitted, no token, no binding', () => {
+    const r = render({ access: { attribution: false, extraCIDRs: ['192.0.2.0/24'] } });
+    expect(r.config.access.allow).toContain('10.0.0.0/8');
+    expect(r.config.access.allow).toContain('192.0.2.0/24');
+    expect(r.config.access.kubernetes.enabled).toBe(false);
+    expect(find(r, 'ServiceAccount').automountServiceAccountToken).toBe(false);
+    expect(r.clusterObjects).toEqual([]);
+  });
+
   it('uses spec.image over the default image', () => {
     const image = (r: ReturnType<typeof render>) =>
       find(r, 'StatefulSet').spec.template.spec.containers[0].image;
