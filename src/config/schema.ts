@@ -69,7 +69,13 @@ export const configSchema = z
           .default('normalize')
           .describe('Bare CR or LF in a message: rewrite to CRLF, or refuse with 550 5.5.2'),
         tls: tlsFilesSchema
-          .extend({ required: z.boolean().default(false).describe('Refuse MAIL before STARTTLS') })
+          .extend({
+            required: z.boolean().default(false).describe('Refuse MAIL before STARTTLS'),
+            reloadSeconds: seconds
+              .min(0.1)
+              .default(30)
+              .describe('How often to look for a renewed certificate (reloaded without a restart)'),
+          })
           .optional()
           .describe('Offer STARTTLS with this certificate; off by default (clients verify what is offered)'),
       })

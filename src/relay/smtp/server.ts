@@ -19,6 +19,7 @@ import type { ClientInfo, NewMessage, QueueEntry, RecipientInput, Spool } from '
 import { MessageFilter, receivedHeader } from './message-filter.ts';
 import { PolicyGate } from './policy-gate.ts';
 import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
+import { watchTlsFiles } from './tls-reload.ts';
 
 export interface InboundDeps {
   config: RelayConfig;
@@ -73,6 +74,7 @@ export class InboundServer {
   /** The policies that apply to a session's current transaction, decided at MAIL FROM. */
   private readonly sessionPolicies = new WeakMap<SMTPServerSession, Policy[]>();
   private readonly clients = new WeakMap<SMTPServerSession, ClientInfo>();
+  private stopTlsWatch: (() => void) | undefined;
 
   constructor(private readonly deps: InboundDeps) {
     const { config } = deps;
@@ -112,6 +114,15 @@ export class InboundServer {
     // replies, add ETRN, and greet without the library's fixed 100 ms early-talker delay.
     this.server.connect = (socket: Socket, socketOptions: unknown) => this.connect(socket, socketOptions);
     this.server.on('error', (err) => deps.logger.warn({ err }, 'smtp server error'));
+    if (smtp.tls) {
+      this.stopTlsWatch = watchTlsFiles(
+        smtp.tls,
+        smtp.tls.reloadSeconds * 1000,
+        (pair) => this.server.updateSecureContext(pair),
+        deps.logger,
+        tls as { key: Buffer; cert: Buffer },
+      );
+    }
   }
 
   private connect(socket: Socket, socketOptions: unknown): void {
@@ -207,6 +218,7 @@ export class InboundServer {
 
   /** Stops listening and drops whatever is left. */
   async close(): Promise<void> {
+    this.stopTlsWatch?.();
     for (const conn of this.connections) conn.send(421, '4.3.2 Service shutting down', false);
     await new Promise<void>((resolve) => this.server.server.close(() => resolve()));
   }

@@ -1,13 +1,58 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
 const run = promisify(execFile);
+
+async function makeCert(
+  dir: string,
+  name: string,
+  cn: string,
+): Promise<{ certFile: string; keyFile: string }> {
+  const certFile = join(dir, `${name}.crt`);
+  const keyFile = join(dir, `${name}.key`);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${cn}`,
+  ]);
+  return { certFile, keyFile };
+}
+
+/** The CN of the certificate the relay presents after STARTTLS. */
+async function servedCN(port: number): Promise<string> {
+  const c = await SmtpDialog.open(port);
+  await c.reply();
+  await c.cmd('EHLO client.example.com');
+  expect(await c.cmd('STARTTLS')).toEqual(['220 2.0.0 Ready to start TLS']);
+  c.socket.removeAllListeners('data');
+  const secure = tlsConnect({ socket: c.socket, rejectUnauthorized: false });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', resolve);
+    secure.once('error', reject);
+  });
+  const cn = String(secure.getPeerCertificate().subject.CN);
+  secure.destroy();
+  return cn;
+}
 
 describe('STARTTLS with a configured certificate', () => {
   let dir: string;
@@ -72,6 +117,23 @@ describe('STARTTLS with a configured certificate', () => {
     ]);
     expect(stdout).toMatch(/TLS started/);
     expect(stdout).toMatch(/<~ {2}250 2\.0\.0 Ok: queued as /);
+  });
+
+  it('reloads a renewed certificate without a restart, and keeps the old one when the new pair is broken', async () => {
+    const live = await makeCert(dir, 'live', 'first.example.com');
+    const renewed = await makeCert(dir, 'renewed', 'second.example.com');
+    const other = await makeCert(dir, 'other', 'other.example.com');
+    const relay = await startTestRelay({ smtp: { tls: { ...live, reloadSeconds: 0.1 } } });
+    relays.push(relay);
+    expect(await servedCN(relay.port)).toBe('first.example.com');
+    await copyFile(renewed.keyFile, live.keyFile);
+    await copyFile(renewed.certFile, live.certFile);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await servedCN(relay.port)).toBe('second.example.com');
+    // A certificate whose key does not match: ignored.
+    await copyFile(other.certFile, live.certFile);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await servedCN(relay.port)).toBe('second.example.com');
   });
 
   it('with required: true refuses mail before STARTTLS', async () => {
