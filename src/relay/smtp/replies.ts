@@ -58,6 +58,8 @@ export const replies = {
       `5.5.2 <${addr}>: Recipient address rejected: need fully-qualified address`,
       'non_fqdn',
     ),
+  authFailed: () =>
+    new SmtpReplyError(535, '5.7.8 Error: authentication failed: authentication failure', 'auth_failed'),
   tlsRequired: () => new SmtpReplyError(530, '5.7.0 Must issue a STARTTLS command first', 'tls_required'),
   queued: (id: string) => `2.0.0 Ok: queued as ${id}`,
 };
@@ -138,8 +140,19 @@ export function rewriteReply(
 ): Reply | undefined {
   if (Array.isArray(data)) {
     // EHLO: replace smtp-server's capability list with ours (it lists what it implements).
-    if (code === 250) return { code, text: ehloLines(ehlo) };
-    return undefined;
+    // AUTH only inside TLS: smtp-server lists STARTTLS exactly while the session is not secure.
+    if (code !== 250) return undefined;
+    const lines = data.map(String);
+    const auth = lines.find((l) => l.startsWith('AUTH '));
+    const secure = !lines.includes('STARTTLS');
+    return {
+      code,
+      text: ehloLines({
+        ...ehlo,
+        starttls: ehlo.starttls && !secure,
+        ...(auth && secure ? { auth: auth.split(' ').slice(1) } : {}),
+      }),
+    };
   }
   const text = typeof data === 'string' ? data : '';
   if (context === 'MESSAGE_TOO_BIG') return { code: 552, text: '5.3.4 Message size exceeds fixed limit' };

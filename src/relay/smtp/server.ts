@@ -16,6 +16,7 @@ import { Networks, normalizeAddress } from '../access/networks.ts';
 import { PolicySet } from '../access/policy.ts';
 import type { RelayMetrics } from '../metrics.ts';
 import type { ClientInfo, NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
+import { UserFile } from './auth.ts';
 import { MessageFilter, receivedHeader } from './message-filter.ts';
 import { PolicyGate } from './policy-gate.ts';
 import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
@@ -75,11 +76,13 @@ export class InboundServer {
   private readonly sessionPolicies = new WeakMap<SMTPServerSession, Policy[]>();
   private readonly clients = new WeakMap<SMTPServerSession, ClientInfo>();
   private stopTlsWatch: (() => void) | undefined;
+  private readonly users: UserFile | undefined;
 
   constructor(private readonly deps: InboundDeps) {
     const { config } = deps;
     const smtp = config.smtp;
     this.networks = new Networks(config.access.allow);
+    this.users = smtp.auth ? new UserFile(smtp.auth.usersFile) : undefined;
     this.gate = new PolicyGate(new PolicySet(config.policies), deps.metrics, deps.logger);
     this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
     const tls = smtp.tls
@@ -97,8 +100,16 @@ export class InboundServer {
       hideENHANCEDSTATUSCODES: false,
       hideDSN: false,
       hideSTARTTLS: !smtp.tls,
-      disabledCommands: ['AUTH', 'WIZ', 'SHELL', 'KILL', ...(smtp.tls ? [] : ['STARTTLS'])],
+      disabledCommands: [
+        ...(smtp.auth ? [] : ['AUTH']),
+        'WIZ',
+        'SHELL',
+        'KILL',
+        ...(smtp.tls ? [] : ['STARTTLS']),
+      ],
+      authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       disableReverseLookup: true,
       socketTimeout: smtp.idleTimeoutSeconds * 1000,
       closeTimeout: config.shutdownGraceSeconds * 1000,
@@ -342,12 +353,45 @@ export class InboundServer {
     return this.gate.atRcpt(policies, client, sender, address.address, session.envelope.rcptTo.length);
   }
 
+  private onAuth(
+    auth: { method: string; username?: string | null; password?: string | null },
+    session: SMTPServerSession,
+    cb: (err: Error | null | undefined, response?: { user?: unknown }) => void,
+  ): void {
+    const users = this.users;
+    if (
+      !users ||
+      !auth.username ||
+      typeof auth.password !== 'string' ||
+      !['PLAIN', 'LOGIN'].includes(auth.method)
+    ) {
+      cb(replies.authFailed());
+      return;
+    }
+    users.verify(auth.username, auth.password).then(
+      (ok) => {
+        const client = normalizeAddress(session.remoteAddress);
+        if (!ok) {
+          this.deps.logger.warn({ client, user: auth.username }, 'SMTP AUTH failed');
+          return cb(replies.authFailed());
+        }
+        this.clients.delete(session); // identity changed: look the client up again, with its user
+        this.deps.logger.info({ client, user: auth.username }, 'SMTP AUTH succeeded');
+        cb(null, { user: auth.username });
+      },
+      (err: unknown) => {
+        this.deps.logger.error({ err }, 'cannot read the SMTP AUTH users file');
+        cb(new SmtpReplyError(454, '4.7.0 Temporary authentication failure', 'auth_unavailable'));
+      },
+    );
+  }
+
   /**
    * Never an open relay: a client inside the allowed networks, or a pod of a namespace that opted
    * in. 'later' while the Kubernetes watches have not synced yet (a temporary 4xx, not a 5xx).
    */
   private mayRelay(client: ClientInfo): 'yes' | 'no' | 'later' {
-    if (this.networks.contains(client.address)) return 'yes';
+    if (client.user || this.networks.contains(client.address)) return 'yes';
     const att = this.deps.attribution;
     if (!att) return 'no';
     if (!att.synced()) return 'later';
@@ -359,9 +403,11 @@ export class InboundServer {
     const known = this.clients.get(session);
     if (known) return known;
     const helo = session.hostNameAppearsAs;
+    const user = typeof session.user === 'string' ? session.user : undefined;
     const client: ClientInfo = {
       address: normalizeAddress(session.remoteAddress),
       ...(helo ? { helo } : {}),
+      ...(user ? { user } : {}),
     };
     const att = this.deps.attribution;
     if (att) {

@@ -30,6 +30,8 @@ export interface ClientInfo {
   /** Filled by namespace attribution in Kubernetes (access/). */
   namespace?: string;
   pod?: string;
+  /** SMTP AUTH user, when the client authenticated. */
+  user?: string;
 }
 
 /** What the SMTP front end knows when it commits a message. */
