@@ -80,10 +80,14 @@ export const configSchema = z
           .describe('Offer STARTTLS with this certificate; off by default (clients verify what is offered)'),
         auth: z
           .object({
-            usersFile: z.string().describe('Lines "user:password" or "user:scrypt:<salt>:<hash>" (a mounted Secret)'),
+            usersFile: z
+              .string()
+              .describe('Lines "user:password" or "user:scrypt:<salt>:<hash>" (a mounted Secret)'),
           })
           .optional()
-          .describe('SMTP AUTH PLAIN/LOGIN after STARTTLS, for clients that are not pods; they may relay from anywhere'),
+          .describe(
+            'SMTP AUTH PLAIN/LOGIN after STARTTLS, for clients that are not pods; they may relay from anywhere',
+          ),
       })
       .refine((smtp) => !smtp.auth || smtp.tls, {
         message: 'auth needs tls: credentials are only accepted after STARTTLS',

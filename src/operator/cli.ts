@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
+import { splitHostPort } from '../lib/host-port.ts';
 import { createLogger } from '../lib/logger.ts';
-import { createOperatorHttpServer } from './http.ts';
+import { createProbeServer, listenHttp } from '../lib/probes.ts';
 import { Manager } from './manager.ts';
 
 const SA_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
@@ -59,16 +60,15 @@ export async function operatorCommand(args: string[]): Promise<void> {
     ...(values['cluster-domain'] ? { clusterDomain: values['cluster-domain'] } : {}),
   });
 
-  const server = createOperatorHttpServer(manager.metrics.registry, {
-    ready: () => manager.synced,
-    leader: () => manager.isLeader,
-  });
+  // A standby is ready too: its caches are warm and it can take over at once.
+  const server = createProbeServer(manager.metrics.registry, () =>
+    manager.synced
+      ? { ready: true, detail: manager.isLeader ? 'leader' : 'standby' }
+      : { ready: false, detail: 'caches not synced' },
+  );
   const http = values.http ?? process.env['EMAIL_RELAY_OPERATOR_HTTP'] ?? '0.0.0.0:8080';
-  const i = http.lastIndexOf(':');
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(http.slice(i + 1)), http.slice(0, i).replace(/^\[|\]$/g, ''), resolve);
-  });
+  const { host, port } = splitHostPort(http);
+  await listenHttp(server, host, port);
   logger.info(
     { http: (server.address() as AddressInfo).port, image, leaderElection: elect },
     'operator starting',

@@ -1,14 +1,15 @@
 import type { Server } from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { RelayConfig } from '../config/schema.ts';
+import { splitHostPort } from '../lib/host-port.ts';
 import type { Logger } from '../lib/logger.ts';
+import { createProbeServer, listenHttp } from '../lib/probes.ts';
 import { type Attribution, startKubeAttribution } from './access/attribution.ts';
 import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
-import { createHttpServer, listenHttp } from './http/server.ts';
 import { createRelayMetrics, type RelayMetrics } from './metrics.ts';
-import { InboundServer, splitHostPort } from './smtp/server.ts';
+import { InboundServer } from './smtp/server.ts';
 import { openSpool } from './spool/index.ts';
 import type { Spool } from './spool/types.ts';
 
@@ -64,15 +65,13 @@ export async function startRelay(
     delivery.start();
     smtp = await inbound.listen();
     if (config.http) {
-      http = createHttpServer(metrics.registry, {
-        readiness: async () => {
-          const problems: string[] = [];
-          if (draining) problems.push('draining');
-          if (attribution && !attribution.synced()) problems.push('kubernetes attribution not synced');
-          if (!(await spool.writable())) problems.push('spool not writable');
-          if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
-          return problems;
-        },
+      http = createProbeServer(metrics.registry, async () => {
+        const problems: string[] = [];
+        if (draining) problems.push('draining');
+        if (attribution && !attribution.synced()) problems.push('kubernetes attribution not synced');
+        if (!(await spool.writable())) problems.push('spool not writable');
+        if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
+        return { ready: problems.length === 0, detail: problems.join('; ') || 'accepting mail' };
       });
       const { host, port } = splitHostPort(config.http);
       httpAddress = await listenHttp(http, host, port);

@@ -1,10 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach, expect } from 'vitest';
 import { parseConfig } from '../../src/config/load.ts';
 import type { RelayConfigInput } from '../../src/config/schema.ts';
 import { silentLogger } from '../../src/lib/logger.ts';
 import { type Relay, startRelay } from '../../src/relay/relay.ts';
+import { SmtpDialog } from './smtp-dialog.ts';
 
 export interface TestRelay extends Relay {
   dir: string;
@@ -34,4 +36,49 @@ export async function startTestRelay(input: RelayConfigInput = {}): Promise<Test
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Relays started through the returned function are disposed of after each test of the file. */
+export function relaysPerTest(): (input?: RelayConfigInput) => Promise<TestRelay> {
+  let relays: TestRelay[] = [];
+  afterEach(async () => {
+    await Promise.all(relays.map((r) => r.dispose()));
+    relays = [];
+  });
+  return async (input = {}) => {
+    const r = await startTestRelay(input);
+    relays.push(r);
+    return r;
+  };
+}
+
+/** A session past the greeting and EHLO (from a chosen loopback address). */
+export async function greetedSession(port: number, localAddress?: string): Promise<SmtpDialog> {
+  const c = await SmtpDialog.open(port, '127.0.0.1', localAddress);
+  expect((await c.reply())[0]).toMatch(/^220 /);
+  expect((await c.cmd('EHLO client.example.com')).at(-1)).toBe('250 DSN');
+  return c;
+}
+
+/**
+ * The outbox once the queue is empty and it holds at least `atLeast` messages (or after
+ * `timeoutMs`), as queue id -> message text.
+ */
+export async function outboxMessages(
+  relay: TestRelay,
+  atLeast = 0,
+  timeoutMs = 10_000,
+): Promise<Map<string, string>> {
+  const dir = join(relay.dir, 'outbox');
+  const list = async () => (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.eml'));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && (relay.spool.stats().messages > 0 || (await list()).length < atLeast)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const names = await list();
+  return new Map(
+    await Promise.all(
+      names.map(async (f) => [f.slice(0, -4), await readFile(join(dir, f), 'latin1')] as const),
+    ),
+  );
 }

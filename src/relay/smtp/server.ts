@@ -10,6 +10,7 @@ import {
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { Policy } from '../../config/policy.ts';
 import type { RelayConfig } from '../../config/schema.ts';
+import { splitHostPort } from '../../lib/host-port.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Attribution } from '../access/attribution.ts';
 import { Networks, normalizeAddress } from '../access/networks.ts';
@@ -49,13 +50,6 @@ interface Connection {
   connectionReady(): void;
   _server: { options: SMTPServerOptions; connections: Set<unknown> };
   handler_ETRN?: (command: Buffer | string, callback: () => void) => void;
-}
-
-const HOST_PORT = /^\[?([^\]]*)\]?:(\d+)$/;
-export function splitHostPort(hp: string): { host: string; port: number } {
-  const m = HOST_PORT.exec(hp);
-  if (!m) throw new Error(`bad HOST:PORT ${hp}`);
-  return { host: m[1]!, port: Number(m[2]) };
 }
 
 /**

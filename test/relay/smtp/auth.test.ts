@@ -1,16 +1,13 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config/load.ts';
 import { hashPassword } from '../../../src/relay/smtp/auth.ts';
+import { selfSignedCert } from '../../helpers/certs.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
-
-const run = promisify(execFile);
 
 describe('SMTP AUTH for clients that are not pods', () => {
   let dir: string;
@@ -18,25 +15,7 @@ describe('SMTP AUTH for clients that are not pods', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'email-relay-auth-'));
-    const certFile = join(dir, 'tls.crt');
-    const keyFile = join(dir, 'tls.key');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=mail.bionicaisolutions.com',
-    ]);
+    const { certFile, keyFile } = await selfSignedCert(dir, 'tls', 'mail.bionicaisolutions.com');
     const usersFile = join(dir, 'users');
     await writeFile(
       usersFile,

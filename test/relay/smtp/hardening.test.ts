@@ -1,37 +1,16 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+import { describe, expect, it } from 'vitest';
+import { greetedSession, outboxMessages, relaysPerTest, type TestRelay } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
-let relays: TestRelay[] = [];
-afterEach(async () => {
-  await Promise.all(relays.map((r) => r.dispose()));
-  relays = [];
-});
-async function relayWith(input: Parameters<typeof startTestRelay>[0]) {
-  const r = await startTestRelay(input);
-  relays.push(r);
-  return r;
-}
-async function session(port: number, localAddress?: string) {
-  const c = await SmtpDialog.open(port, '127.0.0.1', localAddress);
-  expect((await c.reply())[0]).toMatch(/^220 /);
-  await c.cmd('EHLO client.example.com');
-  return c;
-}
+const relayWith = relaysPerTest();
+const session = greetedSession;
 async function outboxFiles(relay: TestRelay): Promise<string[]> {
-  const dir = join(relay.dir, 'outbox');
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.eml'));
-  return Promise.all(names.map((f) => readFile(join(dir, f), 'latin1')));
+  return [...(await outboxMessages(relay, 0, 0)).values()];
 }
 async function settle(relay: TestRelay, n: number): Promise<string[]> {
-  for (let i = 0; i < 100; i++) {
-    const files = await outboxFiles(relay);
-    if (files.length >= n && relay.spool.stats().messages === 0) return files;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return outboxFiles(relay);
+  return [...(await outboxMessages(relay, n)).values()];
 }
 
 /**
@@ -104,7 +83,6 @@ describe('never an open relay', () => {
         c.close();
       }
       await relay.dispose();
-      relays = relays.filter((x) => x !== relay);
     }
   });
 

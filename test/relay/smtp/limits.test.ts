@@ -1,33 +1,13 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
+import { describe, expect, it } from 'vitest';
+import { greetedSession, outboxMessages, relaysPerTest, type TestRelay } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
-let relays: TestRelay[] = [];
-afterEach(async () => {
-  await Promise.all(relays.map((r) => r.dispose()));
-  relays = [];
-});
-async function relayWith(input: Parameters<typeof startTestRelay>[0]) {
-  const r = await startTestRelay(input);
-  relays.push(r);
-  return r;
-}
-async function session(port: number, localAddress?: string) {
-  const c = await SmtpDialog.open(port, '127.0.0.1', localAddress);
-  expect((await c.reply())[0]).toMatch(/^220 /);
-  expect((await c.cmd('EHLO client.example.com')).at(-1)).toBe('250 DSN');
-  return c;
-}
+const relayWith = relaysPerTest();
+const session = greetedSession;
 async function outbox(relay: TestRelay, n: number): Promise<string[]> {
-  const dir = join(relay.dir, 'outbox');
-  for (let i = 0; i < 200; i++) {
-    const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.eml'));
-    if (files.length >= n) return Promise.all(files.map((f) => readFile(join(dir, f), 'latin1')));
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('outbox did not fill');
+  return [...(await outboxMessages(relay, n)).values()];
 }
 
 describe('who may relay', () => {

@@ -1,26 +1,11 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RelayConfigInput } from '../../../src/config/schema.ts';
-import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
-import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
+import { greetedSession, outboxMessages, relaysPerTest, type TestRelay } from '../../helpers/relay.ts';
+import type { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
-let relays: TestRelay[] = [];
-afterEach(async () => {
-  await Promise.all(relays.map((r) => r.dispose()));
-  relays = [];
-});
-async function relayWith(policies: RelayConfigInput['policies']) {
-  const r = await startTestRelay({ policies });
-  relays.push(r);
-  return r;
-}
-async function session(port: number, localAddress?: string) {
-  const c = await SmtpDialog.open(port, '127.0.0.1', localAddress);
-  await c.reply();
-  await c.cmd('EHLO app.example.com');
-  return c;
-}
+const startRelay = relaysPerTest();
+const relayWith = (policies: RelayConfigInput['policies']) => startRelay({ policies });
+const session = greetedSession;
 async function send(c: SmtpDialog, from: string, to: string[], data: string): Promise<string> {
   const m = await c.cmd(`MAIL FROM:<${from}>`);
   if (!m[0]!.startsWith('250')) return m[0]!;
@@ -33,11 +18,7 @@ async function send(c: SmtpDialog, from: string, to: string[], data: string): Pr
   return (await c.cmd('.'))[0]!;
 }
 async function outbox(relay: TestRelay): Promise<string[]> {
-  const dir = join(relay.dir, 'outbox');
-  for (let i = 0; i < 100 && relay.spool.stats().messages > 0; i++)
-    await new Promise((r) => setTimeout(r, 50));
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.eml'));
-  return Promise.all(names.map((f) => readFile(join(dir, f), 'latin1')));
+  return [...(await outboxMessages(relay, 1)).values()];
 }
 
 describe('policies in the relay', () => {

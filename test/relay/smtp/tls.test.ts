@@ -5,37 +5,11 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { selfSignedCert } from '../../helpers/certs.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
 
 const run = promisify(execFile);
-
-async function makeCert(
-  dir: string,
-  name: string,
-  cn: string,
-): Promise<{ certFile: string; keyFile: string }> {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    keyFile,
-    '-out',
-    certFile,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${cn}`,
-  ]);
-  return { certFile, keyFile };
-}
 
 /** The CN of the certificate the relay presents after STARTTLS. */
 async function servedCN(port: number): Promise<string> {
@@ -62,25 +36,7 @@ describe('STARTTLS with a configured certificate', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'email-relay-tls-'));
-    certFile = join(dir, 'tls.crt');
-    keyFile = join(dir, 'tls.key');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=mail.bionicaisolutions.com',
-    ]);
+    ({ certFile, keyFile } = await selfSignedCert(dir, 'tls', 'mail.bionicaisolutions.com'));
   });
   afterAll(async () => {
     await Promise.all(relays.map((r) => r.dispose()));
@@ -120,9 +76,9 @@ describe('STARTTLS with a configured certificate', () => {
   });
 
   it('reloads a renewed certificate without a restart, and keeps the old one when the new pair is broken', async () => {
-    const live = await makeCert(dir, 'live', 'first.example.com');
-    const renewed = await makeCert(dir, 'renewed', 'second.example.com');
-    const other = await makeCert(dir, 'other', 'other.example.com');
+    const live = await selfSignedCert(dir, 'live', 'first.example.com');
+    const renewed = await selfSignedCert(dir, 'renewed', 'second.example.com');
+    const other = await selfSignedCert(dir, 'other', 'other.example.com');
     const relay = await startTestRelay({ smtp: { tls: { ...live, reloadSeconds: 0.1 } } });
     relays.push(relay);
     expect(await servedCN(relay.port)).toBe('first.example.com');

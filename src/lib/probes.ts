@@ -2,17 +2,21 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
-export interface HealthSource {
-  /** Ready to take mail: listening, not draining, spool writable. Returns the reasons it is not. */
-  readiness(): Promise<string[]>;
+/** What /readyz says: ready or not, and a line telling why. */
+export interface Readiness {
+  ready: boolean;
+  detail: string;
 }
 
 /**
- * /healthz (the process answers), /readyz (it should get traffic) and /metrics. Probes are
- * plain HTTP, so kubelet checks never open SMTP sessions that fill the mail log (a common
+ * /healthz (the process answers), /readyz (it should get traffic) and /metrics, for both roles.
+ * Plain HTTP, so kubelet probes never open SMTP sessions that fill the mail log (a common
  * complaint about Postfix charts whose probes speak SMTP).
  */
-export function createHttpServer(registry: Registry, health: HealthSource): Server {
+export function createProbeServer(
+  registry: Registry,
+  readiness: () => Promise<Readiness> | Readiness,
+): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const reply = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -25,11 +29,12 @@ export function createHttpServer(registry: Registry, health: HealthSource): Serv
       case '/livez':
         return reply(200, 'ok\n');
       case '/readyz':
-        health.readiness().then(
-          (problems) =>
-            problems.length ? reply(503, `not ready: ${problems.join('; ')}\n`) : reply(200, 'ok\n'),
-          (err: Error) => reply(503, `not ready: ${err.message}\n`),
-        );
+        Promise.resolve()
+          .then(readiness)
+          .then(
+            (r) => reply(r.ready ? 200 : 503, `${r.ready ? 'ok' : 'not ready'}: ${r.detail}\n`),
+            (err: Error) => reply(503, `not ready: ${err.message}\n`),
+          );
         return;
       case '/metrics':
         registry.metrics().then(
