@@ -36,4 +36,10 @@ npx biome check .
 npm run --silent crds:check
 
 step "Tests"
-npx vitest run "$@"
+report="$(mktemp -t email-relay-vitest-XXXXXX.json)"
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# A plain closing line for CI: "tests: N passed, N failed".
+node -e 'const r = require(process.argv[1]); console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`)' "$report" || true
+rm -f "$report"
+exit "$status"
