@@ -90,14 +90,38 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
   const statusPath = (r: EmailRelay) =>
     resourcePath(resourceType('EmailRelay'), r.metadata.namespace, r.metadata.name, 'status');
 
+  /**
+   * The status we last wrote per relay, with the resourceVersion the write produced: until the
+   * cache has seen that write, it is the truth (otherwise a reconcile racing our own status
+   * update would write it again and repeat its events).
+   */
+  const written = new Map<string, { uid: string; resourceVersion: string; status: EmailRelayStatus }>();
+  const keyOf = (r: EmailRelay) => `${r.metadata.namespace}/${r.metadata.name}`;
+
+  function currentStatus(relay: EmailRelay): EmailRelayStatus | undefined {
+    const last = written.get(keyOf(relay));
+    if (last && last.uid === relay.metadata.uid && last.resourceVersion !== relay.metadata.resourceVersion) {
+      return last.status;
+    }
+    return relay.status;
+  }
+
   async function writeStatus(relay: EmailRelay, status: EmailRelayStatus): Promise<void> {
+    const current = currentStatus(relay);
     // Compared canonically: a reconcile that learned nothing writes nothing.
-    if (canonicalJson(relay.status ?? {}) === canonicalJson(status)) return;
-    const before = new Map((relay.status?.conditions ?? []).map((c) => [c.type, c.status]));
-    await client.request('PATCH', statusPath(relay), {
+    if (canonicalJson(current ?? {}) === canonicalJson(status)) return;
+    const before = new Map((current?.conditions ?? []).map((c) => [c.type, c.status]));
+    const updated = await client.request<EmailRelay>('PATCH', statusPath(relay), {
       body: { status },
       contentType: 'application/merge-patch+json',
     });
+    if (updated?.metadata?.resourceVersion) {
+      written.set(keyOf(relay), {
+        uid: relay.metadata.uid ?? '',
+        resourceVersion: updated.metadata.resourceVersion,
+        status,
+      });
+    }
     const ready = status.conditions?.find((c) => c.type === 'Ready');
     if (ready && before.get('Ready') !== ready.status) {
       recorder.event(
@@ -127,19 +151,24 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     const { namespace, name } = splitKey(key);
     const relay = caches.relays.get(namespace, name);
     if (!relay || relay.metadata.deletionTimestamp) {
+      written.delete(key);
       // Owner references clean up the namespaced children; the cluster-scoped binding is ours to drop.
       await dropBinding(namespace, name);
       return undefined;
     }
     const uid = relay.metadata.uid ?? '';
     const generation = relay.metadata.generation ?? 0;
-    const base: Omit<StatusInput, 'desiredReplicas'> = { generation, previous: relay.status, now: nowTime() };
+    const base: Omit<StatusInput, 'desiredReplicas'> = {
+      generation,
+      previous: currentStatus(relay),
+      now: nowTime(),
+    };
 
     // 1. The spec: admission should have refused anything invalid, but a stale CRD must not crash us.
     const parsed = emailRelaySpecSchema.safeParse(relay.spec ?? {});
     if (!parsed.success) {
       const message = `invalid spec: ${formatIssues(parsed.error).join('; ')}`;
-      if (relay.status?.conditions?.find((c) => c.type === 'Ready')?.reason !== 'InvalidSpec') {
+      if (currentStatus(relay)?.conditions?.find((c) => c.type === 'Ready')?.reason !== 'InvalidSpec') {
         recorder.event(relay, 'Warning', 'InvalidSpec', message);
       }
       await writeStatus(
@@ -232,9 +261,11 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
 
     // 4b. Cluster-scoped: the ClusterRoleBinding for client attribution, or none.
     for (const obj of rendered.clusterObjects.map(withAppliedHash)) {
-      if (upToDate(obj, caches.bindings.get(undefined, obj.metadata.name))) continue;
+      const actual = caches.bindings.get(undefined, obj.metadata.name);
+      if (upToDate(obj, actual)) continue;
       await serverSideApply(client, obj, FIELD_MANAGER);
-      recorder.event(relay, 'Normal', 'Applied', `Applied ${obj.kind} ${obj.metadata.name}`);
+      const verb = actual ? 'Updated' : 'Created';
+      recorder.event(relay, 'Normal', verb, `${verb} ${obj.kind} ${obj.metadata.name}`);
     }
     if (!rendered.clusterObjects.length) await dropBinding(namespace, name);
 
@@ -254,7 +285,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       configHash: rendered.configHash,
       selector: selectorString(selectorLabels(name)),
     });
-    const prevAdmitted = relay.status?.admittedNamespaces ?? [];
+    const prevAdmitted = currentStatus(relay)?.admittedNamespaces ?? [];
     const added = admitted.filter((n) => !prevAdmitted.includes(n));
     const removed = prevAdmitted.filter((n) => !admitted.includes(n));
     if (added.length || removed.length) {
