@@ -15,6 +15,16 @@ const upstreamUrl = z
     'expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]',
   );
 
+const upstreamAuthSchema = z.object({
+  method: z.enum(['PLAIN', 'LOGIN', 'XOAUTH2']).default('PLAIN'),
+  user: z.string().optional().describe('Or EMAIL_RELAY_UPSTREAM_USER, or userFile'),
+  userFile: z.string().optional(),
+  passwordFile: z
+    .string()
+    .optional()
+    .describe('File with the password or OAuth2 access token; or EMAIL_RELAY_UPSTREAM_PASSWORD'),
+});
+
 export const tlsFilesSchema = z.object({
   certFile: z.string().describe('PEM certificate chain (e.g. a cert-manager Secret, tls.crt)'),
   keyFile: z.string().describe('PEM private key (tls.key)'),
@@ -129,17 +139,23 @@ export const configSchema = z
           .optional()
           .describe('Smarthost. Unset: messages are written as .eml files into outboxDir'),
         outboxDir: z.string().default('./var/outbox'),
-        auth: z
-          .object({
-            method: z.enum(['PLAIN', 'LOGIN', 'XOAUTH2']).default('PLAIN'),
-            user: z.string().optional().describe('Or EMAIL_RELAY_UPSTREAM_USER, or userFile'),
-            userFile: z.string().optional(),
-            passwordFile: z
-              .string()
-              .optional()
-              .describe('File with the password or OAuth2 access token; or EMAIL_RELAY_UPSTREAM_PASSWORD'),
-          })
-          .optional(),
+        auth: upstreamAuthSchema.optional(),
+        routes: z
+          .array(
+            z
+              .object({
+                senderDomains: z
+                  .array(z.string().regex(/^(\*\.)?[A-Za-z0-9.-]+$/, 'expected a domain or *.domain'))
+                  .min(1),
+                url: upstreamUrl,
+                auth: upstreamAuthSchema
+                  .optional()
+                  .describe('Credentials of this smarthost (never the default ones)'),
+              })
+              .strict(),
+          )
+          .default([])
+          .describe('Per-sender-domain smarthosts, tried in order; other mail goes to url'),
         maxConnections: z.number().int().positive().default(20),
         maxRecipientsPerTransaction: z.number().int().positive().default(100),
         maxMessagesPerConnection: z.number().int().positive().default(1000),

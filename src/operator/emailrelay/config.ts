@@ -2,16 +2,8 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../../config/load.ts';
 import type { RelayConfig, RelayConfigInput } from '../../config/schema.ts';
 import type { EmailRelaySpec } from '../api/emailrelay.ts';
-import { API_VERSION } from '../api/meta.ts';
 import type { ValidPolicy } from '../emailpolicy/select.ts';
-import {
-  RELAY_CONFIG_KEY,
-  ROUTE_SECRET_DIR,
-  ROUTES_KEY,
-  SPOOL_MOUNT,
-  TLS_DIR,
-  UPSTREAM_SECRET_DIR,
-} from './names.ts';
+import { RELAY_CONFIG_KEY, ROUTE_SECRET_DIR, SPOOL_MOUNT, TLS_DIR, UPSTREAM_SECRET_DIR } from './names.ts';
 
 type TlsMode = EmailRelaySpec['upstream']['tls'];
 
@@ -62,6 +54,19 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
       url: upstreamUrl(spec.upstream),
       outboxDir: `${SPOOL_MOUNT}/outbox`,
       maxConnections: spec.upstream.maxConnections,
+      routes: (spec.upstream.routes ?? []).map((r, i) => ({
+        senderDomains: r.senderDomains,
+        url: upstreamUrl(r),
+        ...(r.credentialsSecretRef
+          ? {
+              auth: {
+                method: r.credentialsSecretRef.method,
+                userFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.usernameKey}`,
+                passwordFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.passwordKey}`,
+              },
+            }
+          : {}),
+      })),
       ...(creds
         ? {
             auth: {
@@ -101,27 +106,6 @@ export function compilePolicy(p: ValidPolicy): NonNullable<RelayConfigInput['pol
   };
 }
 
-/** `routes.yaml`: per-sender-domain smarthosts, credentials as mounted files. */
-export function renderRoutesDocument(spec: EmailRelaySpec): Record<string, unknown> {
-  return {
-    apiVersion: API_VERSION,
-    kind: 'RelayRoutes',
-    routes: (spec.upstream.routes ?? []).map((r, i) => ({
-      senderDomains: r.senderDomains,
-      url: upstreamUrl(r),
-      ...(r.credentialsSecretRef
-        ? {
-            auth: {
-              method: r.credentialsSecretRef.method,
-              userFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.usernameKey}`,
-              passwordFile: `${ROUTE_SECRET_DIR}/${i}/${r.credentialsSecretRef.passwordKey}`,
-            },
-          }
-        : {}),
-    })),
-  };
-}
-
 const yaml = (doc: unknown) => stringify(doc, { lineWidth: 0 });
 
 /** The ConfigMap data: the relay config plus the documents beside it. */
@@ -132,6 +116,5 @@ export function renderConfigData(
   const header = '# Rendered by email-relay-operator from the EmailRelay; edits are overwritten.\n';
   return {
     [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec, policies)),
-    [ROUTES_KEY]: header + yaml(renderRoutesDocument(spec)),
   };
 }

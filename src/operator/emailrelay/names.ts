@@ -11,7 +11,6 @@ export const APPLIED_HASH_ANNOTATION = `${GROUP}/applied-hash`;
 
 export const CONFIG_DIR = '/etc/email-relay/config';
 export const RELAY_CONFIG_KEY = 'relay.yaml';
-export const ROUTES_KEY = 'routes.yaml';
 export const SPOOL_MOUNT = '/var/spool/email-relay';
 export const UPSTREAM_SECRET_DIR = '/etc/email-relay/upstream';
 export const ROUTE_SECRET_DIR = '/etc/email-relay/routes';

@@ -1,4 +1,6 @@
 import { resolve } from 'node:path';
+import type { RelayConfig } from '../../config/schema.ts';
+import { domainMatches } from '../access/policy.ts';
 import type { QueuedMessage, QueuedRecipient, QueueEntry } from '../spool/types.ts';
 import { type AttemptResult, attemptUpstream, type TransactionReport } from './attempt.ts';
 import { queueNotice } from './bounce.ts';
@@ -13,6 +15,20 @@ import { type Notices, type Settlement, settle } from './settle.ts';
 import { UpstreamPool } from './transport.ts';
 import type { DeliveryAgent, DeliveryDeps } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
+
+/** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
+interface Upstream {
+  name: string;
+  target: UpstreamTarget;
+  breaker: CircuitBreaker;
+  pool: UpstreamPool;
+  /** Messages deferred without dialing (open breaker): retried as soon as the upstream answers again. */
+  suspended: Set<string>;
+  config: RelayConfig['upstream'];
+  env: NodeJS.ProcessEnv;
+  /** A route: mail of these sender domains only. */
+  senderDomains?: string[];
+}
 
 /** Consecutive connection failures that open the circuit breaker while the upstream was healthy. */
 const BREAKER_THRESHOLD = 3;
@@ -29,12 +45,10 @@ const METRIC_STATUS: Record<Outcome, 'success' | 'deferred' | 'bounced'> = {
  */
 export class Agent implements DeliveryAgent {
   private readonly scheduler: Scheduler;
-  private readonly target: UpstreamTarget | undefined;
-  private readonly breaker: CircuitBreaker | undefined;
-  private readonly pool: UpstreamPool | undefined;
+  /** Per-sender-domain routes first, then the default upstream (none: the outbox). */
+  private readonly routes: Upstream[] = [];
+  private readonly fallback: Upstream | undefined;
   private readonly now: () => number;
-  /** Messages deferred without dialing (open breaker): retried as soon as the upstream answers again. */
-  private readonly suspended = new Set<string>();
   /** Ids an administrator is deleting: their in-flight attempt must not write anything back. */
   private readonly deleting = new Set<string>();
   private started = false;
@@ -43,33 +57,13 @@ export class Agent implements DeliveryAgent {
     const { config } = deps;
     const q = config.queue;
     this.now = deps.now ?? Date.now;
-    if (config.upstream.url) {
-      this.target = parseUpstreamUrl(config.upstream.url);
-      this.breaker = new CircuitBreaker(
-        {
-          threshold: BREAKER_THRESHOLD,
-          initialMs: q.retryInitialSeconds * 1000,
-          multiplier: q.retryMultiplier,
-          maxMs: q.retryMaxSeconds * 1000,
-        },
-        this.now,
-        {
-          onTrip: (until, reason) =>
-            deps.logger.warn(
-              { relay: this.relay(), reason, suspendedSeconds: Math.round((until - this.now()) / 1000) },
-              'upstream unreachable: delivery suspended',
-            ),
-          onRecover: () => this.recovered(),
-        },
-      );
-      this.pool = new UpstreamPool({
-        target: this.target,
-        hostname: config.hostname,
-        upstream: config.upstream,
-        breaker: this.breaker,
-        logger: deps.logger,
-      });
+    for (const route of config.upstream.routes) {
+      // A route's credentials are its own: never the default ones from the environment.
+      const upstream = { ...config.upstream, url: route.url, auth: route.auth };
+      this.routes.push({ ...this.makeUpstream(route.url, upstream, {}), senderDomains: route.senderDomains });
     }
+    if (config.upstream.url)
+      this.fallback = this.makeUpstream(config.upstream.url, config.upstream, process.env);
     this.scheduler = new Scheduler({
       concurrency: config.upstream.maxConnections,
       now: this.now,
@@ -86,23 +80,27 @@ export class Agent implements DeliveryAgent {
     if (this.started) return;
     this.started = true;
     const { config, logger, spool } = this.deps;
-    if (this.target) {
+    for (const up of this.upstreams()) {
       logger.info(
         {
-          upstream: describeTarget(this.target),
+          upstream: describeTarget(up.target),
+          ...(up.senderDomains ? { senderDomains: up.senderDomains } : {}),
           ehlo: config.hostname,
-          auth: authConfigured(config.upstream.auth) ? (config.upstream.auth?.method ?? 'PLAIN') : 'none',
+          auth: authConfigured(up.config.auth, up.env) ? (up.config.auth?.method ?? 'PLAIN') : 'none',
           maxConnections: config.upstream.maxConnections,
         },
-        'delivering through upstream',
+        up.senderDomains
+          ? 'delivering mail of these sender domains through upstream'
+          : 'delivering through upstream',
       );
-      if (config.hostname === 'localhost' || !config.hostname.includes('.')) {
-        logger.warn(
-          { hostname: config.hostname },
-          'hostname is not a FQDN: smarthosts such as smtp-relay.gmail.com refuse EHLO localhost (set hostname)',
-        );
-      }
-    } else {
+    }
+    if (this.fallback && (config.hostname === 'localhost' || !config.hostname.includes('.'))) {
+      logger.warn(
+        { hostname: config.hostname },
+        'hostname is not a FQDN: smarthosts such as smtp-relay.gmail.com refuse EHLO localhost (set hostname)',
+      );
+    }
+    if (!this.fallback) {
       logger.info(
         { outbox: resolve(config.upstream.outboxDir) },
         'no upstream configured (upstream.url unset): mail is written as .eml files into the outbox directory',
@@ -117,8 +115,10 @@ export class Agent implements DeliveryAgent {
   }
 
   flush(): void {
-    this.breaker?.reset();
-    this.suspended.clear();
+    for (const up of this.upstreams()) {
+      up.breaker.reset();
+      up.suspended.clear();
+    }
     this.scheduler.makeAllDue();
   }
 
@@ -136,7 +136,7 @@ export class Agent implements DeliveryAgent {
       await spool.remove(id).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
       });
-      this.suspended.delete(id);
+      for (const up of this.upstreams()) up.suspended.delete(id);
       metrics.deliveries.inc({ outcome: 'deleted' });
       logger.info({ queueId: id }, 'message deleted from the queue');
       return true;
@@ -151,17 +151,51 @@ export class Agent implements DeliveryAgent {
 
   async stop(deadline: number): Promise<void> {
     await this.scheduler.stop(deadline);
-    await this.pool?.close();
+    await Promise.all(this.upstreams().map((up) => up.pool.close()));
   }
 
-  private relay(): string {
-    return this.target ? `${this.target.host}:${this.target.port}` : 'outbox';
+  private upstreams(): Upstream[] {
+    return this.fallback ? [...this.routes, this.fallback] : this.routes;
   }
 
-  private recovered(): void {
-    this.deps.logger.info({ relay: this.relay(), waiting: this.suspended.size }, 'upstream reachable again');
-    for (const id of this.suspended) this.scheduler.makeDue(id);
-    this.suspended.clear();
+  /** The upstream for a message: the first route naming its sender's domain, else the default. */
+  private upstreamFor(msg: QueuedMessage): Upstream | undefined {
+    const domain = msg.from.slice(msg.from.lastIndexOf('@') + 1);
+    if (msg.from) {
+      for (const r of this.routes) if (r.senderDomains?.some((d) => domainMatches(domain, d))) return r;
+    }
+    return this.fallback;
+  }
+
+  private makeUpstream(url: string, upstream: RelayConfig['upstream'], env: NodeJS.ProcessEnv): Upstream {
+    const { config, logger } = this.deps;
+    const q = config.queue;
+    const target = parseUpstreamUrl(url);
+    const name = `${target.host}:${target.port}`;
+    const suspended = new Set<string>();
+    const breaker = new CircuitBreaker(
+      {
+        threshold: BREAKER_THRESHOLD,
+        initialMs: q.retryInitialSeconds * 1000,
+        multiplier: q.retryMultiplier,
+        maxMs: q.retryMaxSeconds * 1000,
+      },
+      this.now,
+      {
+        onTrip: (until, reason) =>
+          logger.warn(
+            { relay: name, reason, suspendedSeconds: Math.round((until - this.now()) / 1000) },
+            'upstream unreachable: delivery suspended',
+          ),
+        onRecover: () => {
+          logger.info({ relay: name, waiting: suspended.size }, 'upstream reachable again');
+          for (const id of suspended) this.scheduler.makeDue(id);
+          suspended.clear();
+        },
+      },
+    );
+    const pool = new UpstreamPool({ target, hostname: config.hostname, upstream, breaker, logger, env });
+    return { name, target, breaker, pool, suspended, config: upstream, env };
   }
 
   /** One attempt of one message; resolves with when to try again, undefined when it left the queue. */
@@ -173,23 +207,24 @@ export class Agent implements DeliveryAgent {
       await spool.remove(id); // finished before a crash, not yet removed
       return undefined;
     }
-    const attempt = this.pool
+    const up = this.upstreamFor(msg);
+    const attempt = up
       ? await attemptUpstream(
           msg,
           {
-            pool: this.pool,
+            pool: up.pool,
             spool,
             maxRecipients: config.upstream.maxRecipientsPerTransaction,
             now: this.now,
-            onTransaction: (t) => this.report(msg, t),
+            onTransaction: (t) => this.report(msg, t, up.name),
           },
           signal,
         )
       : await this.deliverToOutbox(msg);
     if (this.deleting.has(id)) return undefined;
 
-    if (attempt.suspendedUntil) this.suspended.add(id);
-    else this.suspended.delete(id);
+    if (up && attempt.suspendedUntil) up.suspended.add(id);
+    else up?.suspended.delete(id);
     let s = settle({
       msg,
       results: attempt.results,
@@ -199,7 +234,7 @@ export class Agent implements DeliveryAgent {
       random: Math.random(),
       ...(attempt.suspendedUntil ? { notBefore: attempt.suspendedUntil } : {}),
     });
-    s = await this.notify(s);
+    s = await this.notify(s, up);
     if (s.done) {
       await spool.remove(id);
       this.deps.metrics.deliveries.inc({ outcome: s.outcome });
@@ -210,7 +245,7 @@ export class Agent implements DeliveryAgent {
   }
 
   /** Queue the DSNs a settlement owes. If that fails (spool full), the bounced recipients stay pending to bounce again later. */
-  private async notify(s: Settlement): Promise<Settlement> {
+  private async notify(s: Settlement, up: Upstream | undefined): Promise<Settlement> {
     const { spool, config, logger, metrics } = this.deps;
     const { msg } = s;
     if (s.expired.length) {
@@ -250,7 +285,7 @@ export class Agent implements DeliveryAgent {
           spool,
           hostname: config.hostname,
           policy: config.queue,
-          ...(this.target ? { remoteMta: this.target.host } : {}),
+          ...(up ? { remoteMta: up.target.host } : {}),
           now: this.now(),
         });
         metrics.bouncesGenerated.inc();
@@ -305,7 +340,7 @@ export class Agent implements DeliveryAgent {
       verdict = localDeferral(`cannot write to outbox: ${(err as Error).message}`, '4.3.0');
     }
     const recipients = pending.map((r) => ({ ...verdict, address: r.address }));
-    this.report(msg, { recipients, seconds: (this.now() - started) / 1000, replies: [] }, true);
+    this.report(msg, { recipients, seconds: (this.now() - started) / 1000, replies: [] }, 'outbox', true);
     return { results: new Map(recipients.map((r) => [r.address, r])), dsnPassed: new Set() };
   }
 
@@ -314,7 +349,7 @@ export class Agent implements DeliveryAgent {
   }
 
   /** Metrics and one log line per transaction and outcome (a transaction's recipients can differ). */
-  private report(msg: QueuedMessage, t: TransactionReport, local = false): void {
+  private report(msg: QueuedMessage, t: TransactionReport, relay: string, local = false): void {
     const { metrics, logger } = this.deps;
     if (t.replies.length || local) metrics.sendDuration.observe(t.seconds);
     for (const c of t.replies) metrics.upstreamReplies.inc({ class: c });
@@ -338,7 +373,7 @@ export class Agent implements DeliveryAgent {
           client: msg.client.address,
           ...(msg.client.namespace ? { namespace: msg.client.namespace } : {}),
           ...(msg.client.pod ? { pod: msg.client.pod } : {}),
-          relay: this.relay(),
+          relay,
           reply: first.reply,
           status: first.status,
           delay: this.age(msg),

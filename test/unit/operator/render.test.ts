@@ -190,6 +190,33 @@ describe('renderRelay', () => {
     expect(r.clusterObjects).toEqual([]);
   });
 
+  it('renders per-sender-domain routes into the relay config, credentials as mounted files', () => {
+    const r = render({
+      upstream: {
+        host: 'smtp-relay.gmail.com',
+        port: 587,
+        tls: 'starttls',
+        routes: [
+          {
+            senderDomains: ['billing.example.com'],
+            host: 'smtp.sendgrid.net',
+            port: 465,
+            tls: 'implicit',
+            credentialsSecretRef: { name: 'sendgrid' },
+          },
+        ],
+      },
+    });
+    expect(r.config.upstream.routes).toEqual([
+      {
+        senderDomains: ['billing.example.com'],
+        url: 'smtps://smtp.sendgrid.net:465',
+        auth: expect.objectContaining({ userFile: '/etc/email-relay/routes/0/username' }),
+      },
+    ]);
+    expect(r.configData['routes.yaml']).toBeUndefined();
+  });
+
   it('uses spec.image over the default image', () => {
     const image = (r: ReturnType<typeof render>) =>
       find(r, 'StatefulSet').spec.template.spec.containers[0].image;
