@@ -137,7 +137,14 @@ export async function startHarness(
       return msg;
     },
     waitFor,
-    waitEmpty: (timeoutMs) => waitFor(() => spool.stats().messages === 0, timeoutMs, 'an empty queue'),
+    // Empty and idle: the spool index drops a message before its removal is durable, and the
+    // attempt's bookkeeping (metrics, logs) finishes after that.
+    waitEmpty: (timeoutMs) =>
+      waitFor(
+        () => spool.stats().messages === 0 && agent.inFlight() === 0,
+        timeoutMs,
+        'an empty, idle queue',
+      ),
     async metric(name, labels = {}) {
       const m = await metrics.registry.getSingleMetric(name)?.get();
       const v = m?.values.find((s) =>
