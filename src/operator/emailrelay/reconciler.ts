@@ -164,6 +164,13 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       now: nowTime(),
     };
 
+    /** A problem only a spec change can fix: say so in the status, run nothing new. */
+    const reportFatal = (reason: string, message: string) =>
+      writeStatus(
+        relay,
+        computeRelayStatus({ ...base, desiredReplicas: 0, problem: { reason, message, fatal: true } }),
+      );
+
     // 1. The spec: admission should have refused anything invalid, but a stale CRD must not crash us.
     const parsed = emailRelaySpecSchema.safeParse(relay.spec ?? {});
     if (!parsed.success) {
@@ -171,14 +178,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       if (currentStatus(relay)?.conditions?.find((c) => c.type === 'Ready')?.reason !== 'InvalidSpec') {
         recorder.event(relay, 'Warning', 'InvalidSpec', message);
       }
-      await writeStatus(
-        relay,
-        computeRelayStatus({
-          ...base,
-          desiredReplicas: 0,
-          problem: { reason: 'InvalidSpec', message, fatal: true },
-        }),
-      );
+      await reportFatal('InvalidSpec', message);
       return undefined; // nothing to retry until the spec changes
     }
     const spec = parsed.data;
@@ -208,14 +208,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       if (!(err instanceof ConfigError)) throw err;
       const message = err.message.replace(/\n\s*/g, ' ');
       recorder.event(relay, 'Warning', 'InvalidConfig', message);
-      await writeStatus(
-        relay,
-        computeRelayStatus({
-          ...base,
-          desiredReplicas: 0,
-          problem: { reason: 'InvalidConfig', message, fatal: true },
-        }),
-      );
+      await reportFatal('InvalidConfig', message);
       return undefined;
     }
 

@@ -105,10 +105,7 @@ export async function attemptUpstream(
           lease = await ctx.pool.acquire(signal);
           onLease = 0;
         } catch (err) {
-          const v =
-            err instanceof UpstreamSuspended
-              ? localDeferral(err.message)
-              : verdictOfError(err as SmtpErrorLike);
+          const v = acquireFailure(err);
           for (const rest of batches.slice(i)) record(verdictsFor(rest.recipients, v), t0, [v.class]);
           return out;
         }
@@ -122,10 +119,7 @@ export async function attemptUpstream(
           lease = { session: (await ctx.pool.acquire(signal)).session, reused: false };
           result = await sendBatch(msg, batch, lease.session, ctx, signal);
         } catch (err) {
-          const v =
-            err instanceof UpstreamSuspended
-              ? localDeferral(err.message)
-              : verdictOfError(err as SmtpErrorLike);
+          const v = acquireFailure(err);
           for (const rest of batches.slice(i)) record(verdictsFor(rest.recipients, v), t0, [v.class]);
           return out;
         }
@@ -177,4 +171,9 @@ function sendBatch(
     return Promise.resolve({ verdicts: new Map(env.to.map((a) => [a, v])), replies: [], untouched: true });
   }
   return ctx.pool.send(session, env, body, signal);
+}
+
+/** Why no session could be had: the breaker held the attempt back, or the dial failed. */
+function acquireFailure(err: unknown): Verdict {
+  return err instanceof UpstreamSuspended ? localDeferral(err.message) : verdictOfError(err as SmtpErrorLike);
 }
