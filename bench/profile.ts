@@ -28,18 +28,25 @@ export interface ProfileEntry {
 
 export interface ProfileSummary {
   totalMs: number;
-  /** (idle), (garbage collector), (program): V8's pseudo-frames */
+  /** sampled time not in (idle): what the percentages are of */
+  busyMs: number;
+  /** (garbage collector), (program): V8's pseudo-frames; (idle) is left out */
   functions: ProfileEntry[];
   modules: ProfileEntry[];
 }
+
+/** The compiled relay (bench/relay.ts builds into bench-relay-build-*) maps back to src/. */
+const shorten = (url: string) =>
+  url
+    .replace(/^file:\/\/.*?\/bench-relay-build-[^/]+(-patched)?\//, 'src/')
+    .replace(/^file:\/\/.*?\/(node_modules|src)\//, '$1/');
 
 function moduleOf(url: string, fn: string): string {
   if (!url) return fn.startsWith('(') ? fn : '(native)';
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
   if (nm) return nm[1]!;
   if (url.startsWith('node:')) return 'node internals';
-  const src = /\/(src\/.*)$/.exec(url);
-  return src ? src[1]! : url;
+  return shorten(url).replace(/\.js$/, '.ts');
 }
 
 export function summarise(file: string, top = 25): ProfileSummary {
@@ -50,15 +57,21 @@ export function summarise(file: string, top = 25): ProfileSummary {
   const fns = new Map<string, number>();
   const mods = new Map<string, number>();
   let total = 0;
+  let idle = 0;
   for (const [id, us] of self) {
     const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
-    const short = url.replace(/^file:\/\/.*?\/(node_modules|src)\//, '$1/');
+    total += us;
+    if (functionName === '(idle)') {
+      idle += us;
+      continue;
+    }
+    const short = shorten(url);
     const name = url ? `${functionName || '(anonymous)'} ${short}:${lineNumber + 1}` : functionName;
     fns.set(name, (fns.get(name) ?? 0) + us);
     const mod = moduleOf(url, functionName);
     mods.set(mod, (mods.get(mod) ?? 0) + us);
-    total += us;
   }
+  const busy = total - idle;
   const list = (m: Map<string, number>) =>
     [...m]
       .sort((a, b) => b[1] - a[1])
@@ -66,9 +79,14 @@ export function summarise(file: string, top = 25): ProfileSummary {
       .map(([name, us]) => ({
         name,
         selfMs: Math.round(us / 1000),
-        pct: Math.round((us / total) * 1000) / 10,
+        pct: Math.round((us / busy) * 1000) / 10,
       }));
-  return { totalMs: Math.round(total / 1000), functions: list(fns), modules: list(mods) };
+  return {
+    totalMs: Math.round(total / 1000),
+    busyMs: Math.round(busy / 1000),
+    functions: list(fns),
+    modules: list(mods),
+  };
 }
 
 export function formatSummary(s: ProfileSummary, top = 25): string {
@@ -79,7 +97,7 @@ export function formatSummary(s: ProfileSummary, top = 25): string {
         .slice(0, top)
         .map((e) => `  ${e.pct.toFixed(1).padStart(5)}%  ${String(e.selfMs).padStart(7)} ms  ${e.name}`),
     ].join('\n');
-  return `${rows(`self time by module (of ${s.totalMs} ms sampled)`, s.modules)}\n${rows('self time by function', s.functions)}`;
+  return `${rows(`self time by module, % of ${s.busyMs} ms busy (${s.totalMs} ms sampled)`, s.modules)}\n${rows('self time by function', s.functions)}`;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
