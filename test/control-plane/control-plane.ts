@@ -37,6 +37,8 @@ export interface StartOptions {
   log: Log;
   /** Run kube-controller-manager if the binary is available (default true). */
   controllerManager?: boolean;
+  /** More kube-apiserver flags, appended to ours (e.g. the benchmark's audit log). */
+  apiserverArgs?: string[];
 }
 
 /** kube-controller-manager controllers that need no kubelet, node or cloud provider. */
@@ -97,7 +99,7 @@ async function startOnce(binaries: Binaries, opts: StartOptions): Promise<Contro
       cp,
       'kube-apiserver',
       binaries.kubeApiserver,
-      apiserverArgs(cp, port.apiserver, !!kcm),
+      [...apiserverArgs(cp, port.apiserver, !!kcm), ...(opts.apiserverArgs ?? [])],
       readyz,
     );
     if (kcm) {

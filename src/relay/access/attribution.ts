@@ -1,4 +1,5 @@
-import { CoreV1Api, KubeConfig, makeInformer, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
+import { loadKubeConnection } from '../../lib/kube/connection.ts';
+import { type KubeObject, listWatch } from '../../lib/kube/list-watch.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { LabelSelector } from './labels.ts';
 import { selectorMatches } from './labels.ts';
@@ -6,8 +7,9 @@ import { normalizeAddress } from './networks.ts';
 
 /**
  * Who is sending, from the Kubernetes API: client address -> pod and namespace, and whether that
- * namespace opted in (by label). Two cached watches (pods, namespaces) with read-only RBAC, so
- * the opt-in label is enforced by the relay itself even where the CNI ignores NetworkPolicy.
+ * namespace opted in (by label). Two watches (pods, namespaces) with read-only RBAC, so the
+ * opt-in label is enforced by the relay itself even where the CNI ignores NetworkPolicy. Only
+ * what attribution needs is kept (address -> pod, namespace -> labels), not whole objects.
  */
 
 export interface Attributed {
@@ -27,8 +29,18 @@ export interface Attribution {
   stop(): Promise<void>;
 }
 
+/** The fields of a Pod attribution reads. */
+export interface PodFields extends KubeObject {
+  spec?: { hostNetwork?: boolean };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
+}
+
+interface NamespaceFields extends KubeObject {
+  metadata?: KubeObject['metadata'] & { labels?: Record<string, string> };
+}
+
 /** Pod IPs of a pod that holds them: hostNetwork pods share the node's IP and say nothing. */
-export function podAddresses(pod: V1Pod): string[] {
+export function podAddresses(pod: PodFields): string[] {
   if (pod.spec?.hostNetwork) return [];
   const phase = pod.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return [];
@@ -37,92 +49,83 @@ export function podAddresses(pod: V1Pod): string[] {
   return ips.map(normalizeAddress);
 }
 
+/** address -> pod, maintained from pod events; a pod's old addresses go when it changes. */
+export class PodIndex {
+  private readonly byAddress = new Map<string, Attributed & { uid: string }>();
+  private readonly byUid = new Map<string, string[]>();
+
+  get size(): number {
+    return this.byAddress.size;
+  }
+  get(address: string): Attributed | undefined {
+    const hit = this.byAddress.get(address);
+    return hit && { namespace: hit.namespace, pod: hit.pod };
+  }
+  upsert(pod: PodFields): void {
+    const uid = pod.metadata?.uid ?? '';
+    this.remove(pod);
+    const addrs = podAddresses(pod);
+    if (!addrs.length) return;
+    this.byUid.set(uid, addrs);
+    const at = { namespace: pod.metadata?.namespace ?? '', pod: pod.metadata?.name ?? '', uid };
+    for (const a of addrs) this.byAddress.set(a, at);
+  }
+  remove(pod: PodFields): void {
+    const uid = pod.metadata?.uid ?? '';
+    // An address may already belong to a newer pod (IPs are reused): leave that one alone.
+    for (const a of this.byUid.get(uid) ?? [])
+      if (this.byAddress.get(a)?.uid === uid) this.byAddress.delete(a);
+    this.byUid.delete(uid);
+  }
+  replace(pods: PodFields[]): void {
+    this.byAddress.clear();
+    this.byUid.clear();
+    for (const p of pods) this.upsert(p);
+  }
+}
+
 export function startKubeAttribution(opts: {
   namespaceSelector: LabelSelector;
   kubeconfig?: string;
   logger: Logger;
+  watchTimeoutSeconds?: number;
 }): Attribution {
-  const kc = new KubeConfig();
-  if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
-  else kc.loadFromDefault();
-  const core = kc.makeApiClient(CoreV1Api);
-  const byAddress = new Map<string, Attributed & { uid: string }>();
+  const conn = loadKubeConnection(opts.kubeconfig);
+  const pods = new PodIndex();
   const namespaces = new Map<string, Record<string, string>>();
-  let podsSynced = false;
-  let nsSynced = false;
-  let stopped = false;
-
-  const pods = makeInformer<V1Pod>(kc, '/api/v1/pods', () => core.listPodForAllNamespaces());
-  const nss = makeInformer<V1Namespace>(kc, '/api/v1/namespaces', () => core.listNamespace());
-
-  const setPod = (pod: V1Pod) => {
-    const uid = pod.metadata?.uid ?? '';
-    for (const [addr, a] of byAddress) if (a.uid === uid) byAddress.delete(addr);
-    for (const addr of podAddresses(pod)) {
-      byAddress.set(addr, { namespace: pod.metadata?.namespace ?? '', pod: pod.metadata?.name ?? '', uid });
-    }
-  };
-  const dropPod = (pod: V1Pod) => {
-    const uid = pod.metadata?.uid ?? '';
-    for (const [addr, a] of byAddress) if (a.uid === uid) byAddress.delete(addr);
-  };
-  pods.on('add', setPod);
-  pods.on('update', setPod);
-  pods.on('delete', dropPod);
-  nss.on('add', (n) => namespaces.set(n.metadata?.name ?? '', n.metadata?.labels ?? {}));
-  nss.on('update', (n) => namespaces.set(n.metadata?.name ?? '', n.metadata?.labels ?? {}));
-  nss.on('delete', (n) => namespaces.delete(n.metadata?.name ?? ''));
-  // client-node informers stop on a watch error; restart them (the list resyncs the cache).
-  for (const [name, inf] of [
-    ['pods', pods],
-    ['namespaces', nss],
-  ] as const) {
-    inf.on('error', (err: unknown) => {
-      if (stopped) return;
-      opts.logger.warn(
-        { err: (err as Error)?.message ?? String(err), watch: name },
-        'kubernetes watch failed; restarting',
-      );
-      setTimeout(() => {
-        if (!stopped) inf.start().catch(() => undefined);
-      }, 2000).unref();
-    });
-  }
-
-  // Start without blocking the relay: until both watches have listed, pod clients get a 4xx.
-  const begin = (name: string, inf: { start(): Promise<void> }, done: () => void) => {
-    inf.start().then(done, (err: unknown) => {
-      if (stopped) return;
-      opts.logger.warn(
-        { err: (err as Error)?.message ?? String(err), watch: name },
-        'kubernetes list failed; retrying',
-      );
-      setTimeout(() => begin(name, inf, done), 2000).unref();
-    });
-  };
+  const nsName = (n: NamespaceFields) => n.metadata?.name ?? '';
   const onSynced = () => {
-    if (podsSynced && nsSynced)
-      opts.logger.info(
-        { pods: byAddress.size, namespaces: namespaces.size },
-        'kubernetes attribution synced',
-      );
+    if (podWatch.synced() && nsWatch.synced())
+      opts.logger.info({ pods: pods.size, namespaces: namespaces.size }, 'kubernetes attribution synced');
   };
-  begin('pods', pods, () => {
-    podsSynced = true;
-    onSynced();
-  });
-  begin('namespaces', nss, () => {
-    nsSynced = true;
-    onSynced();
-  });
+  const common = {
+    logger: opts.logger,
+    onSynced,
+    ...(opts.watchTimeoutSeconds ? { watchTimeoutSeconds: opts.watchTimeoutSeconds } : {}),
+  };
+  // Until both have listed, pod clients get a 4xx (the relay asks synced()).
+  const podWatch = listWatch<PodFields>(conn, '/api/v1/pods', pods, common);
+  const nsWatch = listWatch<NamespaceFields>(
+    conn,
+    '/api/v1/namespaces',
+    {
+      replace(items) {
+        namespaces.clear();
+        for (const n of items) namespaces.set(nsName(n), n.metadata?.labels ?? {});
+      },
+      upsert: (n) => namespaces.set(nsName(n), n.metadata?.labels ?? {}),
+      remove: (n) => namespaces.delete(nsName(n)),
+    },
+    common,
+  );
 
   return {
     async lookup(address, waitMs = 0) {
       const a = normalizeAddress(address);
       const deadline = Date.now() + waitMs;
       for (;;) {
-        const hit = byAddress.get(a);
-        if (hit) return { namespace: hit.namespace, pod: hit.pod };
+        const hit = pods.get(a);
+        if (hit) return hit;
         if (Date.now() >= deadline) return undefined;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -132,10 +135,10 @@ export function startKubeAttribution(opts: {
       return labels !== undefined && selectorMatches(opts.namespaceSelector, labels);
     },
     labels: (namespace) => namespaces.get(namespace),
-    synced: () => podsSynced && nsSynced,
+    synced: () => podWatch.synced() && nsWatch.synced(),
     async stop() {
-      stopped = true;
-      await Promise.all([pods.stop(), nss.stop()]);
+      podWatch.stop();
+      nsWatch.stop();
     },
   };
 }
