@@ -51,11 +51,23 @@ export async function heapFigures(httpPort: number): Promise<HeapFigures | undef
   }
 }
 
+/** The node flags the image's ENTRYPOINT gives the relay (Dockerfile), so the bench runs it alike. */
+export async function imageNodeFlags(): Promise<string[]> {
+  const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
+  const m = /^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(dockerfile);
+  if (!m) throw new Error('Dockerfile: no ENTRYPOINT [...] line');
+  const argv = JSON.parse(m[1]!) as string[];
+  return argv.slice(1).filter((a) => a.startsWith('--'));
+}
+
 /** Compiles src/ the way `npm run build` does, into a temp dir (node_modules linked back). */
 export async function buildRelay(entry: RelayEntry): Promise<Build> {
   // Resolved here: the relay runs with its temp directory as cwd, where `tsx` is not found.
   if (entry === 'tsx')
-    return { entry, argv: ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts')] };
+    return {
+      entry,
+      argv: [...(await imageNodeFlags()), '--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts')],
+    };
   const dir = await mkdtemp(join(tmpdir(), 'bench-relay-build-'));
   onCleanup(() => rm(dir, { recursive: true, force: true }));
   const t0 = performance.now();
@@ -68,7 +80,12 @@ export async function buildRelay(entry: RelayEntry): Promise<Build> {
   if (r.code !== 0) throw new Error(`build failed (tsc -p tsconfig.build.json):\n${r.stdout}${r.stderr}`);
   await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  return { entry, argv: [join(dir, 'cli.js')], dir, seconds: (performance.now() - t0) / 1000 };
+  return {
+    entry,
+    argv: [...(await imageNodeFlags()), join(dir, 'cli.js')],
+    dir,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 export interface RelayOptions {

@@ -6,6 +6,7 @@ import type { Logger } from '../lib/logger.ts';
 import { createProbeServer, listenHttp } from '../lib/probes.ts';
 import { type Attribution, startKubeAttribution } from './access/attribution.ts';
 import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
+import { installFastDotStuffing } from './delivery/dot-stuff.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
 import { createRelayMetrics, type RelayMetrics } from './metrics.ts';
@@ -37,6 +38,8 @@ export async function startRelay(
     minFreeBytes: config.spool.minFreeBytes,
     logger,
   });
+  if (!(await installFastDotStuffing()))
+    logger.warn('nodemailer DataStream not found: upstream DATA uses its slower per-byte dot-stuffing');
   const delivery = createDeliveryAgent({ config, spool, metrics, logger });
   let draining = false;
   const kube = config.access.kubernetes;

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import type { Transform, TransformCallback } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The DATA encoding every upstream transaction streams through: bare CR and bare LF become CRLF,
+ * a dot at the start of a line is doubled. nodemailer's smtp-connection does this in
+ * `DataStream._transform` with a JavaScript loop over every byte: the top function when relaying
+ * 5 MB messages (bench/README.md). This is the same transform, byte for byte (test/unit/delivery/
+ * dot-stuff.test.ts compares the two on fuzzed input), finding CR and LF with Buffer.indexOf.
+ */
+
+const LF = 0x0a;
+const CR = 0x0d;
+const DOT = 0x2e;
+const INSERT_LF = Buffer.from('\n');
+const INSERT_LF_DOT = Buffer.from('\n.');
+const INSERT_CR = Buffer.from('\r');
+const INSERT_DOT = Buffer.from('.');
+
+/** The state nodemailer's DataStream keeps between chunks. */
+export interface DotStuffState {
+  /** the previous chunk's last byte; false before the first */
+  lastByte: number | false;
+  inByteCount: number;
+  outByteCount: number;
+}
+
+/** One chunk, encoded; `state` is advanced. Returns the chunk itself when nothing changes. */
+export function dotStuffChunk(state: DotStuffState, chunk: Buffer): Buffer {
+  const n = chunk.length;
+  state.inByteCount += n;
+  const out: Buffer[] = [];
+  let last = 0;
+  let len = 0;
+  const cut = (at: number, insert: Buffer) => {
+    if (at > last) {
+      out.push(chunk.subarray(last, at));
+      len += at - last;
+    }
+    out.push(insert);
+    len += insert.length;
+    last = at;
+  };
+  const before = state.lastByte;
+  // the first byte, against the previous chunk's last
+  if (before === CR && chunk[0] !== LF) cut(0, chunk[0] === DOT ? INSERT_LF_DOT : INSERT_LF);
+  else if (chunk[0] === DOT && (before === LF || before === false)) cut(0, INSERT_DOT);
+
+  let cr = chunk.indexOf(CR);
+  let lf = chunk.indexOf(LF);
+  while (cr !== -1 || lf !== -1) {
+    if (cr !== -1 && (lf === -1 || cr < lf)) {
+      // A bare CR becomes CRLF, and a dot after it is stuffed: a receiver that ends lines at a
+      // lone CR would otherwise read "\r.\r" as the end of data (SMTP smuggling).
+      const next = cr + 1;
+      if (next < n && chunk[next] !== LF) cut(next, chunk[next] === DOT ? INSERT_LF_DOT : INSERT_LF);
+      cr = chunk.indexOf(CR, next);
+    } else {
+      const prev = lf ? chunk[lf - 1] : before;
+      if (prev !== CR) cut(lf, INSERT_CR);
+      if (lf + 1 < n && chunk[lf + 1] === DOT) cut(lf + 1, INSERT_DOT);
+      lf = chunk.indexOf(LF, lf + 1);
+    }
+  }
+  state.lastByte = chunk[n - 1]!;
+  if (!out.length) {
+    state.outByteCount += n;
+    return chunk;
+  }
+  if (last < n) {
+    out.push(chunk.subarray(last));
+    len += n - last;
+  }
+  state.outByteCount += len;
+  return Buffer.concat(out, len);
+}
+
+type DataStreamLike = Transform & DotStuffState;
+
+function fastTransform(
+  this: DataStreamLike,
+  chunk: Buffer | string,
+  _enc: BufferEncoding,
+  done: TransformCallback,
+) {
+  if (!chunk?.length) return done();
+  this.push(dotStuffChunk(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+  done();
+}
+
+interface DataStreamClass {
+  prototype: { _transform: Transform['_transform'] };
+}
+
+/** nodemailer's DataStream class: not in its package exports, so found next to smtp-connection. */
+export async function loadNodemailerDataStream(): Promise<DataStreamClass | undefined> {
+  const url = new URL('./data-stream.js', import.meta.resolve('nodemailer/lib/smtp-connection'));
+  if (!existsSync(fileURLToPath(url))) return undefined;
+  const mod = (await import(url.href)) as { default?: DataStreamClass };
+  return typeof mod.default?.prototype?._transform === 'function' ? mod.default : undefined;
+}
+
+let installed: Promise<boolean> | undefined;
+
+/**
+ * Swaps nodemailer's per-byte loop for dotStuffChunk. Returns false (and leaves nodemailer as it
+ * is) where a future nodemailer has moved the class: slower, never wrong.
+ */
+export function installFastDotStuffing(): Promise<boolean> {
+  installed ??= loadNodemailerDataStream().then(
+    (cls) => {
+      if (!cls) return false;
+      cls.prototype._transform = fastTransform as Transform['_transform'];
+      return true;
+    },
+    () => false,
+  );
+  return installed;
+}
