@@ -113,7 +113,7 @@ describe.each([
   it('abort leaves nothing, before and after spilling to disk', async () => {
     const dir = setup();
     const spool = await open(dir, opts);
-    for (const size of [10, 200_000]) {
+    for (const size of [10, 400_000]) {
       const w = await spool.begin();
       await w.write(bodyFor('ab', size));
       expect(w.size).toBe(size);
@@ -157,7 +157,7 @@ describe('journal', () => {
     const small = await Promise.all(
       Array.from({ length: 20 }, (_, i) => commitBody(spool, bodyFor(`j${i}`, 900), meta(`j${i}`))),
     );
-    const big = await commitBody(spool, bodyFor('big', 100_000), meta('big'));
+    const big = await commitBody(spool, bodyFor('big', 300_000), meta('big'));
     let io = spool.stats().io!;
     expect(io.journalRecords).toBe(20);
     expect(io.fileSyncs).toBe(1); // only the big one
@@ -249,6 +249,46 @@ describe('journal', () => {
     expect(io.journalRecords).toBeLessThan(6);
     expect(io.fileSyncs).toBeGreaterThan(0);
     expect(spool.entries()).toHaveLength(6);
+  });
+});
+
+describe('recently committed messages', () => {
+  it('are served from memory exactly as the disk has them, and never stale', async () => {
+    const dir = setup('recent');
+    let spool = await open(dir);
+    const body = bodyFor('mem1', 5000);
+    const msg = await commitBody(
+      spool,
+      body,
+      meta('mem1', {
+        dsn: { ret: 'FULL', envid: 'ENV-1' },
+        smtputf8: true,
+        bodyType: '8BITMIME',
+        isBounce: false,
+        messageId: undefined,
+        client: { address: '10.9.8.7', helo: 'h.test', namespace: 'billing', pod: 'api-1', user: 'app' },
+      }),
+      700,
+    );
+    const fromMemory = await spool.get(msg.id);
+    expect(fromMemory).toEqual(msg);
+    // a caller changing what it got changes nothing in the spool
+    fromMemory!.recipients[0]!.status = 'sent';
+    expect((await spool.get(msg.id))?.recipients[0]?.status).toBe('pending');
+    expect((await readAll(spool.openBody(msg.id))).equals(body)).toBe(true);
+
+    // what a restart reads from disk is the same message
+    await spool.close();
+    spool = await open(dir);
+    expect(await spool.get(msg.id)).toEqual(msg);
+
+    // after an update the new state is what get() returns, memory or not
+    const m2 = await commitBody(spool, bodyFor('mem2', 100), meta('mem2'));
+    await spool.update({ ...m2, attempts: 3, nextAttemptAt: m2.receivedAt + 1000 });
+    expect((await spool.get(m2.id))?.attempts).toBe(3);
+    await spool.remove(m2.id);
+    expect(await spool.get(m2.id)).toBeUndefined();
+    await expect(readAll(spool.openBody(m2.id))).rejects.toThrow(/not queued/);
   });
 });
 
