@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runLoadProcess, smtpSource } from './load.ts';
-import { operatorBench } from './operator.ts';
+import { formatOperator, OPERATOR_DEFAULTS, operatorBench, operatorTargets } from './operator.ts';
 import { startPostfix } from './postfix.ts';
 import { MB, MemSampler, peakRss, resetPeak, tree, treeCpu } from './proc.ts';
 import { formatSummary, type ProfileSummary, summarise } from './profile.ts';
@@ -31,6 +31,10 @@ const { values: opt } = parseArgs({
     'latency-seconds': { type: 'string', default: '10' },
     'scale-messages': { type: 'string', default: '20000' },
     'idle-connections': { type: 'string', default: '1000' },
+    'operator-relays': { type: 'string', default: String(OPERATOR_DEFAULTS.relays) },
+    'operator-namespaces': { type: 'string', default: String(OPERATOR_DEFAULTS.namespaces) },
+    'operator-single': { type: 'string', default: String(OPERATOR_DEFAULTS.single) },
+    'operator-quiet-seconds': { type: 'string', default: String(OPERATOR_DEFAULTS.quietSeconds) },
     'relay-entry': { type: 'string', default: 'built' },
     'relay-node-args': { type: 'string', default: '' },
     reuse: { type: 'boolean', default: false },
@@ -51,6 +55,10 @@ if (opt.help) {
   --latency-seconds S        latency pass length (10)
   --scale-messages N         messages queued while the upstream is down (20000; 0 skips)
   --idle-connections N       idle sessions held open (1000; 0 skips)
+  --operator-relays N        EmailRelays applied at once to the operator (500; 0 skips the operator benchmarks)
+  --operator-namespaces N    ... spread over N namespaces (100)
+  --operator-single N        single-EmailRelay runs, apply -> children + status (20; 0 skips)
+  --operator-quiet-seconds S steady-state window with nothing happening (30)
   --relay-entry built|tsx    compiled JS as in the image (default) or src/ under tsx
   --relay-node-args="..."    node flags for the relay, e.g. --relay-node-args="--max-semi-space-size=8"
   --reuse                    smtp-source -d (one connection per session, not per message)
@@ -400,10 +408,18 @@ async function main(): Promise<void> {
     idle = await idleConnections(build, idleN, NODE_ARGS);
     console.log(idle);
   }
-  const operator = await operatorBench();
-  console.log(`operator: ${operator.skipped}`);
+  const operatorRelays = Number(opt['operator-relays']);
+  if (operatorRelays > 0)
+    console.log(`operator: ${operatorRelays} EmailRelays, ${opt['operator-single']} single runs ...`);
+  const operator = await operatorBench(build, {
+    relays: operatorRelays,
+    namespaces: Number(opt['operator-namespaces']),
+    single: Number(opt['operator-single']),
+    quietSeconds: Number(opt['operator-quiet-seconds']),
+  });
+  console.log(`\n${formatOperator(operator)}`);
 
-  const goals = targets(cells, scale, idle);
+  const goals = [...targets(cells, scale, idle), ...operatorTargets(operator)];
   console.log('\ntargets:');
   for (const g of goals)
     console.log(
