@@ -5,9 +5,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
+import { KubeClient } from '../src/lib/kube/client.ts';
 import type { KubeObject } from '../src/operator/api/meta.ts';
 import { serverSideApply } from '../src/operator/runtime/apply.ts';
-import { KubeClient } from '../src/operator/runtime/client.ts';
 import {
   type ControlPlane,
   killControlPlaneSync,

@@ -1,11 +1,11 @@
+import type { KubeClient } from '../src/lib/kube/client.ts';
+import { Informer } from '../src/lib/kube/informer.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 import { type EmailRelay, emailRelaySpecSchema } from '../src/operator/api/emailrelay.ts';
 import type { KubeObject } from '../src/operator/api/meta.ts';
 import { MANAGED_SELECTOR } from '../src/operator/emailrelay/names.ts';
 import { CHILD_KINDS } from '../src/operator/emailrelay/reconciler.ts';
 import { renderRelay } from '../src/operator/emailrelay/render.ts';
-import type { KubeClient } from '../src/operator/runtime/client.ts';
-import { Informer } from '../src/operator/runtime/informer.ts';
 import { resourceType } from '../src/operator/runtime/resources.ts';
 import { BENCH_IMAGE } from './operator-cluster.ts';
 

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { splitHostPort } from '../lib/host-port.ts';
+import type { KubeConfigLike } from '../lib/kube/client.ts';
+import { KubeConfigError, type KubeConnection, loadKubeConnection } from '../lib/kube/connection.ts';
 import { createLogger } from '../lib/logger.ts';
 import { createProbeServer, listenHttp } from '../lib/probes.ts';
 import { Manager } from './manager.ts';
@@ -14,6 +15,8 @@ const SA_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespa
  * plus operational flags (also as environment variables, for the Deployment):
  *   --relay-image IMAGE        default image of relays (EMAIL_RELAY_IMAGE; the operator's own)
  *   --leader-elect / --no-leader-elect, --lease-namespace NS (POD_NAMESPACE)
+ *   --workers N                concurrent reconciles of EmailRelays (EMAIL_RELAY_OPERATOR_WORKERS; 4)
+ *   --resync-seconds S         re-reconcile everything this often (EMAIL_RELAY_OPERATOR_RESYNC_SECONDS; 600)
  */
 export async function operatorCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -28,15 +31,20 @@ export async function operatorCommand(args: string[]): Promise<void> {
       'lease-namespace': { type: 'string' },
       'log-level': { type: 'string' },
       'cluster-domain': { type: 'string' },
+      workers: { type: 'string' },
+      'resync-seconds': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
   });
   const logger = createLogger(values['log-level'] ?? process.env['LOG_LEVEL'] ?? 'info');
-  const kubeConfig = new KubeConfig();
-  const kubeconfigPath = values.kubeconfig ?? process.env['KUBECONFIG'];
-  if (kubeconfigPath) kubeConfig.loadFromFile(kubeconfigPath);
-  else kubeConfig.loadFromDefault(); // in-cluster ServiceAccount, or ~/.kube/config
+  const kubeConfig = await loadKube(values.kubeconfig ?? process.env['KUBECONFIG']);
+  const workers = positiveInt('--workers', values.workers ?? process.env['EMAIL_RELAY_OPERATOR_WORKERS'], 4);
+  const resyncSeconds = positiveInt(
+    '--resync-seconds',
+    values['resync-seconds'] ?? process.env['EMAIL_RELAY_OPERATOR_RESYNC_SECONDS'],
+    600,
+  );
 
   const namespaces = (values.namespace ?? []).flatMap((n) => n.split(',')).filter(Boolean);
   const image = values['relay-image'] ?? process.env['EMAIL_RELAY_IMAGE'];
@@ -58,6 +66,8 @@ export async function operatorCommand(args: string[]): Promise<void> {
     defaultImage: image,
     leaderElection: elect && leaseNamespace ? { namespace: leaseNamespace } : false,
     ...(values['cluster-domain'] ? { clusterDomain: values['cluster-domain'] } : {}),
+    workers,
+    resyncMs: resyncSeconds * 1000,
   });
 
   // A standby is ready too: its caches are warm and it can take over at once.
@@ -90,6 +100,35 @@ export async function operatorCommand(args: string[]): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   await manager.start();
+}
+
+/**
+ * A kubeconfig file or the in-cluster service account, read without @kubernetes/client-node
+ * (~60 MB of the operator's RSS); that client is loaded only for what needs it: exec plugins
+ * and auth providers (cloud kubeconfigs on a laptop).
+ */
+async function loadKube(path: string | undefined): Promise<KubeConfigLike | KubeConnection> {
+  const file = path?.split(':').find(Boolean);
+  try {
+    return loadKubeConnection(file);
+  } catch (err) {
+    if (!(err instanceof KubeConfigError) || !/exec|auth-provider/.test(err.message)) throw err;
+    const { KubeConfig } = await import('@kubernetes/client-node');
+    const kc = new KubeConfig();
+    if (file) kc.loadFromFile(file);
+    else kc.loadFromDefault();
+    return kc;
+  }
+}
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) {
+    const err = new Error(`${flag}: expected a positive integer, got "${value}"`);
+    throw Object.assign(err, { code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' });
+  }
+  return n;
 }
 
 function readIfExists(path: string): string | undefined {

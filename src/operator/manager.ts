@@ -1,5 +1,7 @@
 import { hostname } from 'node:os';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient, type KubeConfigLike } from '../lib/kube/client.ts';
+import type { KubeConnection } from '../lib/kube/connection.ts';
+import { Informer } from '../lib/kube/informer.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { EmailPolicy } from './api/emailpolicy.ts';
 import type { EmailRelay } from './api/emailrelay.ts';
@@ -7,10 +9,8 @@ import type { KubeObject } from './api/meta.ts';
 import { makePolicyReconciler } from './emailpolicy/reconciler.ts';
 import { MANAGED_SELECTOR, RELAY_NAME_LABEL, RELAY_NAMESPACE_LABEL } from './emailrelay/names.ts';
 import { CHILD_KINDS, makeRelayReconciler, ownerKey } from './emailrelay/reconciler.ts';
-import { KubeClient } from './runtime/client.ts';
 import { Controller } from './runtime/controller.ts';
 import { KubeEventRecorder } from './runtime/events.ts';
-import { Informer } from './runtime/informer.ts';
 import { LeaderElector } from './runtime/leader.ts';
 import { createOperatorMetrics, type OperatorMetrics } from './runtime/metrics.ts';
 import { objectKey, resourceType } from './runtime/resources.ts';
@@ -22,7 +22,8 @@ import { objectKey, resourceType } from './runtime/resources.ts';
  */
 
 export interface ManagerOptions {
-  kubeConfig: KubeConfig;
+  /** client-node's KubeConfig (exec plugins) or a plain connection (kubeconfig file, in-cluster). */
+  kubeConfig: KubeConfigLike | KubeConnection;
   logger: Logger;
   /** Namespaces to watch; empty: all. */
   namespaces?: string[];
@@ -93,7 +94,7 @@ export class Manager {
         logger,
         ...(opts.clusterDomain ? { clusterDomain: opts.clusterDomain } : {}),
       }),
-      { logger, metrics: this.metrics, workers: opts.workers ?? 2 },
+      { logger, metrics: this.metrics, workers: opts.workers ?? 4 },
     );
     this.policyController = new Controller(
       'emailpolicy',

@@ -1,12 +1,12 @@
+import type { KubeClient } from '../../lib/kube/client.ts';
+import type { Informer } from '../../lib/kube/informer.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { EmailPolicy, EmailPolicyStatus } from '../api/emailpolicy.ts';
 import type { EmailRelay } from '../api/emailrelay.ts';
 import { canonicalJson } from '../emailrelay/hash.ts';
-import type { KubeClient } from '../runtime/client.ts';
 import { nowTime, setConditions } from '../runtime/conditions.ts';
 import type { Result } from '../runtime/controller.ts';
 import type { EventRecorder } from '../runtime/events.ts';
-import type { Informer } from '../runtime/informer.ts';
 import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { appliesToRelay, parsePolicy } from './select.ts';
 

@@ -1,15 +1,15 @@
 import { ConfigError, formatIssues } from '../../config/load.ts';
+import { ApiError, isNotFound, type KubeClient } from '../../lib/kube/client.ts';
+import type { Informer } from '../../lib/kube/informer.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { EmailPolicy } from '../api/emailpolicy.ts';
 import { type EmailRelay, type EmailRelayStatus, emailRelaySpecSchema } from '../api/emailrelay.ts';
 import type { KubeObject } from '../api/meta.ts';
 import { policiesForRelay } from '../emailpolicy/select.ts';
 import { deleteObject, isSubset, serverSideApply } from '../runtime/apply.ts';
-import { ApiError, isNotFound, type KubeClient } from '../runtime/client.ts';
 import { nowTime } from '../runtime/conditions.ts';
 import type { Result } from '../runtime/controller.ts';
 import type { EventRecorder } from '../runtime/events.ts';
-import type { Informer } from '../runtime/informer.ts';
 import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { matchesSelector, selectorString } from '../runtime/selector.ts';
 import { canonicalJson, contentHash } from './hash.ts';
@@ -96,6 +96,8 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
    * update would write it again and repeat its events).
    */
   const written = new Map<string, { uid: string; resourceVersion: string; status: EmailRelayStatus }>();
+  /** Consecutive retryable apply failures per relay: reported in the status from the third on. */
+  const retries = new Map<string, number>();
   const keyOf = (r: EmailRelay) => `${r.metadata.namespace}/${r.metadata.name}`;
 
   function currentStatus(relay: EmailRelay): EmailRelayStatus | undefined {
@@ -152,6 +154,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     const relay = caches.relays.get(namespace, name);
     if (!relay || relay.metadata.deletionTimestamp) {
       written.delete(key);
+      retries.delete(key);
       // Owner references clean up the namespaced children; the cluster-scoped binding is ours to drop.
       await dropBinding(namespace, name);
       return undefined;
@@ -217,6 +220,9 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
     let problem: StatusInput['problem'];
     let workload: KubeObject | undefined;
+    let retryable: unknown;
+    // One event per verb and reconcile ("Created ServiceAccount a, ConfigMap a, ..."), not one per child.
+    const changed = { Created: [] as string[], Updated: [] as string[], Deleted: [] as string[] };
     for (const obj of desired) {
       const cache = caches.children.get(obj.kind);
       const actual = cache?.get(namespace, obj.metadata.name);
@@ -228,11 +234,22 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         const applied = await serverSideApply(client, obj, FIELD_MANAGER);
         if (obj.kind === rendered.workloadKind) workload = applied;
         const verb = actual ? 'Updated' : 'Created';
-        recorder.event(relay, 'Normal', verb, `${verb} ${obj.kind} ${obj.metadata.name}`);
+        changed[verb].push(`${obj.kind} ${obj.metadata.name}`);
         logger.info({ relay: key, kind: obj.kind, name: obj.metadata.name }, `${verb.toLowerCase()} child`);
       } catch (err) {
-        if (!(err instanceof ApiError) || err.status >= 500 || err.status === 429 || err.status === 409)
-          throw err;
+        if (!(err instanceof ApiError) || err.status >= 500 || err.status === 429 || err.status === 409) {
+          // Retried with backoff; if it keeps failing (an API server error, a full service IP
+          // range...) the relay must say so rather than only the operator's log.
+          const n = (retries.get(key) ?? 0) + 1;
+          retries.set(key, n);
+          if (n < 3) throw err;
+          retryable = err;
+          const message = `${obj.kind} ${obj.metadata.name}: ${(err as Error).message} (retrying)`;
+          recorder.event(relay, 'Warning', 'ApplyRetrying', message);
+          problem = { reason: 'ApplyRetrying', message, fatal: false };
+          if (obj.kind === rendered.workloadKind) workload = actual;
+          break;
+        }
         // Refused for good (e.g. an immutable StatefulSet field): say so, keep the rest running.
         const message = `${obj.kind} ${obj.metadata.name}: ${err.message}`;
         recorder.event(relay, 'Warning', 'ApplyFailed', message);
@@ -240,7 +257,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         if (obj.kind === rendered.workloadKind) workload = actual;
       }
     }
-    for (const kind of CHILD_KINDS) {
+    for (const kind of retryable ? [] : CHILD_KINDS) {
       for (const obj of caches.children.get(kind)?.list(namespace) ?? []) {
         if (!isOwnedBy(obj, uid) || wanted.has(`${kind}/${obj.metadata.name}`)) continue;
         try {
@@ -248,19 +265,27 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         } catch (err) {
           if (!isNotFound(err)) throw err;
         }
-        recorder.event(relay, 'Normal', 'Deleted', `Deleted ${kind} ${obj.metadata.name} (no longer wanted)`);
+        changed.Deleted.push(`${kind} ${obj.metadata.name}`);
       }
     }
 
     // 4b. Cluster-scoped: the ClusterRoleBinding for client attribution, or none.
-    for (const obj of rendered.clusterObjects.map(withAppliedHash)) {
+    for (const obj of retryable ? [] : rendered.clusterObjects.map(withAppliedHash)) {
       const actual = caches.bindings.get(undefined, obj.metadata.name);
       if (upToDate(obj, actual)) continue;
       await serverSideApply(client, obj, FIELD_MANAGER);
-      const verb = actual ? 'Updated' : 'Created';
-      recorder.event(relay, 'Normal', verb, `${verb} ${obj.kind} ${obj.metadata.name}`);
+      changed[actual ? 'Updated' : 'Created'].push(`${obj.kind} ${obj.metadata.name}`);
     }
-    if (!rendered.clusterObjects.length) await dropBinding(namespace, name);
+    if (!retryable && !rendered.clusterObjects.length) await dropBinding(namespace, name);
+    for (const [verb, what] of Object.entries(changed)) {
+      if (what.length)
+        recorder.event(
+          relay,
+          'Normal',
+          verb,
+          `${verb} ${what.join(', ')}${verb === 'Deleted' ? ' (no longer wanted)' : ''}`,
+        );
+    }
 
     // 5. Status.
     const names = childNames(name);
@@ -295,6 +320,8 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       );
     }
     await writeStatus(relay, status);
+    if (retryable) throw retryable;
+    retries.delete(key);
     return undefined;
   };
 }

@@ -1,5 +1,5 @@
+import type { KubeClient } from '../../lib/kube/client.ts';
 import type { KubeObject } from '../api/meta.ts';
-import type { KubeClient } from './client.ts';
 import { resourcePath, resourceType } from './resources.ts';
 
 /**

@@ -45,6 +45,9 @@ export class Controller {
     for (;;) {
       const key = await this.queue.get();
       if (key === undefined) return;
+      // Reconciles served from caches resolve without I/O: yield, or a resync of thousands would
+      // hold the event loop (probes, lease renewal) for seconds.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       const end = metrics?.duration.startTimer({ controller: this.name });
       try {
         const result = await this.reconcile(key);

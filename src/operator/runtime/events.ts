@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import type { KubeClient } from '../../lib/kube/client.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { KubeObject } from '../api/meta.ts';
-import type { KubeClient } from './client.ts';
 import { resourcePath, resourceType } from './resources.ts';
 
 /**

@@ -1,5 +1,5 @@
+import { isConflict, isNotFound, type KubeClient } from '../../lib/kube/client.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { isConflict, isNotFound, type KubeClient } from './client.ts';
 import { resourcePath, resourceType } from './resources.ts';
 
 /**

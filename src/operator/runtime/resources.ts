@@ -1,13 +1,10 @@
+import type { ResourceType } from '../../lib/kube/resources.ts';
 import { API_VERSION } from '../api/meta.ts';
 
-/** Where a kind lives in the REST API. A static table: the operator touches a known set of kinds. */
-export interface ResourceType {
-  apiVersion: string;
-  kind: string;
-  plural: string;
-  namespaced: boolean;
-}
+export type { ResourceType } from '../../lib/kube/resources.ts';
+export { objectKey, resourcePath, splitKey } from '../../lib/kube/resources.ts';
 
+/** A static table: the operator touches a known set of kinds. */
 const table: ResourceType[] = [
   { apiVersion: API_VERSION, kind: 'EmailRelay', plural: 'emailrelays', namespaced: true },
   { apiVersion: API_VERSION, kind: 'EmailPolicy', plural: 'emailpolicies', namespaced: true },
@@ -41,26 +38,4 @@ export function resourceType(kind: string): ResourceType {
   const t = byKind.get(kind);
   if (!t) throw new Error(`unknown kind ${kind}`);
   return t;
-}
-
-/** `/api/v1/namespaces/ns/configmaps/name[/status]` and friends. */
-export function resourcePath(
-  t: ResourceType,
-  namespace?: string,
-  name?: string,
-  subresource?: string,
-): string {
-  const base = t.apiVersion.includes('/') ? `/apis/${t.apiVersion}` : `/api/${t.apiVersion}`;
-  const ns = t.namespaced && namespace ? `/namespaces/${encodeURIComponent(namespace)}` : '';
-  const n = name ? `/${encodeURIComponent(name)}` : '';
-  return `${base}${ns}/${t.plural}${n}${subresource ? `/${subresource}` : ''}`;
-}
-
-export function objectKey(namespace: string | undefined, name: string): string {
-  return namespace ? `${namespace}/${name}` : name;
-}
-
-export function splitKey(key: string): { namespace: string; name: string } {
-  const i = key.indexOf('/');
-  return i < 0 ? { namespace: '', name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
 }

@@ -1,5 +1,7 @@
+import { KubeClient } from '../../lib/kube/client.ts';
 import { loadKubeConnection } from '../../lib/kube/connection.ts';
-import { type KubeObject, listWatch } from '../../lib/kube/list-watch.ts';
+import { Informer } from '../../lib/kube/informer.ts';
+import type { KubeObject } from '../../lib/kube/object.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { LabelSelector } from './labels.ts';
 import { selectorMatches } from './labels.ts';
@@ -30,17 +32,53 @@ export interface Attribution {
 }
 
 /** The fields of a Pod attribution reads. */
-export interface PodFields extends KubeObject {
+export interface PodFields {
+  metadata: Pick<KubeObject['metadata'], 'name' | 'namespace' | 'uid' | 'resourceVersion'>;
   spec?: { hostNetwork?: boolean };
   status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
 }
 
-interface NamespaceFields extends KubeObject {
-  metadata?: KubeObject['metadata'] & { labels?: Record<string, string> };
+type Pod = KubeObject & PodFields;
+
+/** All the cache keeps of a Pod: a large cluster's pods cost a few hundred bytes each, not KBs. */
+export function slimPod(p: Pod): Pod {
+  const { name, namespace, uid, resourceVersion } = p.metadata;
+  const slim: Pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      ...(namespace ? { namespace } : {}),
+      ...(uid ? { uid } : {}),
+      ...(resourceVersion ? { resourceVersion } : {}),
+    },
+    status: {
+      ...(p.status?.phase ? { phase: p.status.phase } : {}),
+      ...(p.status?.podIP ? { podIP: p.status.podIP } : {}),
+      ...(p.status?.podIPs ? { podIPs: p.status.podIPs.map((x) => ({ ip: x.ip })) } : {}),
+    },
+  };
+  if (p.spec?.hostNetwork) slim.spec = { hostNetwork: true };
+  return slim;
+}
+
+/** A Namespace's name and labels. */
+function slimNamespace(n: KubeObject): KubeObject {
+  const { name, uid, resourceVersion, labels } = n.metadata;
+  return {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name,
+      ...(uid ? { uid } : {}),
+      ...(resourceVersion ? { resourceVersion } : {}),
+      ...(labels ? { labels } : {}),
+    },
+  };
 }
 
 /** Pod IPs of a pod that holds them: hostNetwork pods share the node's IP and say nothing. */
-export function podAddresses(pod: PodFields): string[] {
+export function podAddresses(pod: Pick<PodFields, 'spec' | 'status'>): string[] {
   if (pod.spec?.hostNetwork) return [];
   const phase = pod.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return [];
@@ -77,47 +115,38 @@ export class PodIndex {
       if (this.byAddress.get(a)?.uid === uid) this.byAddress.delete(a);
     this.byUid.delete(uid);
   }
-  replace(pods: PodFields[]): void {
-    this.byAddress.clear();
-    this.byUid.clear();
-    for (const p of pods) this.upsert(p);
-  }
 }
+
+const POD: { apiVersion: string; kind: string; plural: string; namespaced: boolean } = {
+  apiVersion: 'v1',
+  kind: 'Pod',
+  plural: 'pods',
+  namespaced: true,
+};
+const NAMESPACE = { apiVersion: 'v1', kind: 'Namespace', plural: 'namespaces', namespaced: false };
 
 export function startKubeAttribution(opts: {
   namespaceSelector: LabelSelector;
   kubeconfig?: string;
   logger: Logger;
-  watchTimeoutSeconds?: number;
 }): Attribution {
-  const conn = loadKubeConnection(opts.kubeconfig);
+  const client = new KubeClient(loadKubeConnection(opts.kubeconfig));
+  const logger = opts.logger;
   const pods = new PodIndex();
-  const namespaces = new Map<string, Record<string, string>>();
-  const nsName = (n: NamespaceFields) => n.metadata?.name ?? '';
-  const onSynced = () => {
-    if (podWatch.synced() && nsWatch.synced())
-      opts.logger.info({ pods: pods.size, namespaces: namespaces.size }, 'kubernetes attribution synced');
-  };
-  const common = {
-    logger: opts.logger,
-    onSynced,
-    ...(opts.watchTimeoutSeconds ? { watchTimeoutSeconds: opts.watchTimeoutSeconds } : {}),
-  };
+  const podInformer = new Informer<Pod>(client, POD, { logger, transform: slimPod });
+  const nsInformer = new Informer(client, NAMESPACE, { logger, transform: slimNamespace });
+  podInformer.addHandlers({
+    onAdd: (p) => pods.upsert(p),
+    onUpdate: (_old, p) => pods.upsert(p),
+    onDelete: (p) => pods.remove(p),
+  });
   // Until both have listed, pod clients get a 4xx (the relay asks synced()).
-  const podWatch = listWatch<PodFields>(conn, '/api/v1/pods', pods, common);
-  const nsWatch = listWatch<NamespaceFields>(
-    conn,
-    '/api/v1/namespaces',
-    {
-      replace(items) {
-        namespaces.clear();
-        for (const n of items) namespaces.set(nsName(n), n.metadata?.labels ?? {});
-      },
-      upsert: (n) => namespaces.set(nsName(n), n.metadata?.labels ?? {}),
-      remove: (n) => namespaces.delete(nsName(n)),
-    },
-    common,
+  podInformer.start();
+  nsInformer.start();
+  void Promise.all([podInformer.waitForSync(), nsInformer.waitForSync()]).then(() =>
+    logger.info({ pods: pods.size, namespaces: nsInformer.list().length }, 'kubernetes attribution synced'),
   );
+  const labelsOf = (namespace: string) => nsInformer.get(undefined, namespace)?.metadata.labels;
 
   return {
     async lookup(address, waitMs = 0) {
@@ -131,14 +160,14 @@ export function startKubeAttribution(opts: {
       }
     },
     admitted(namespace) {
-      const labels = namespaces.get(namespace);
+      const labels = nsInformer.get(undefined, namespace) && (labelsOf(namespace) ?? {});
       return labels !== undefined && selectorMatches(opts.namespaceSelector, labels);
     },
-    labels: (namespace) => namespaces.get(namespace),
-    synced: () => podWatch.synced() && nsWatch.synced(),
+    labels: (namespace) => (nsInformer.get(undefined, namespace) ? (labelsOf(namespace) ?? {}) : undefined),
+    synced: () => podInformer.hasSynced && nsInformer.hasSynced,
     async stop() {
-      podWatch.stop();
-      nsWatch.stop();
+      await Promise.all([podInformer.stop(), nsInformer.stop()]);
+      client.close();
     },
   };
 }

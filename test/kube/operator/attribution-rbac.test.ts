@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import type { KubeClient } from '../../../src/lib/kube/client.ts';
 import type { KubeObject } from '../../../src/operator/api/meta.ts';
 import type { Manager } from '../../../src/operator/manager.ts';
-import type { KubeClient } from '../../../src/operator/runtime/client.ts';
 import { resourcePath, resourceType } from '../../../src/operator/runtime/resources.ts';
 import {
   apply,

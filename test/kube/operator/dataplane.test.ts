@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { KubeClient } from '../../../src/lib/kube/client.ts';
 import type { Manager } from '../../../src/operator/manager.ts';
-import type { KubeClient } from '../../../src/operator/runtime/client.ts';
 import { freePort } from '../../helpers/ports.ts';
 import { type SmtpSink, startSmtpSink } from '../../helpers/smtp-sink.ts';
 import {

@@ -2,22 +2,21 @@ import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { parse } from 'yaml';
+import { isNotFound, KubeClient } from '../../../src/lib/kube/client.ts';
+import { loadKubeConnection } from '../../../src/lib/kube/connection.ts';
 import { silentLogger } from '../../../src/lib/logger.ts';
 import type { KubeObject } from '../../../src/operator/api/meta.ts';
 import { Manager, type ManagerOptions } from '../../../src/operator/manager.ts';
 import { serverSideApply } from '../../../src/operator/runtime/apply.ts';
-import { isNotFound, KubeClient } from '../../../src/operator/runtime/client.ts';
 import { createOperatorMetrics } from '../../../src/operator/runtime/metrics.ts';
 import { resourcePath, resourceType } from '../../../src/operator/runtime/resources.ts';
 
 export const TEST_IMAGE = 'example.invalid/email-relay:test';
 
+/** As the operator reads a kubeconfig file (without @kubernetes/client-node). */
 export function kubeClient(kubeconfig: string): KubeClient {
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfig);
-  return new KubeClient(kc);
+  return new KubeClient(loadKubeConnection(kubeconfig));
 }
 
 export async function eventually<T>(
@@ -100,10 +99,8 @@ export async function ensureNamespace(client: KubeClient, name: string, labels: 
 }
 
 export function startManager(kubeconfig: string, opts: Partial<ManagerOptions> = {}): Manager {
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfig);
   return new Manager({
-    kubeConfig: kc,
+    kubeConfig: loadKubeConnection(kubeconfig),
     logger: silentLogger,
     defaultImage: TEST_IMAGE,
     leaderElection: false,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { KubeClient } from '../../../src/lib/kube/client.ts';
 import { silentLogger } from '../../../src/lib/logger.ts';
-import type { KubeClient } from '../../../src/operator/runtime/client.ts';
 import { LeaderElector } from '../../../src/operator/runtime/leader.ts';
 import { ensureNamespace, eventually, kubeClient } from './harness.ts';
 

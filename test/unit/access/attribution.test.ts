@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fromKubeconfig, KubeConfigError, loadKubeConnection } from '../../../src/lib/kube/connection.ts';
-import { type PodFields, PodIndex, podAddresses } from '../../../src/relay/access/attribution.ts';
+import { type PodFields, PodIndex, podAddresses, slimPod } from '../../../src/relay/access/attribution.ts';
 
 const pod = (uid: string, name: string, ips: string[], extra: Partial<PodFields> = {}): PodFields => ({
   metadata: { uid, name, namespace: 'billing' },
@@ -39,12 +39,23 @@ describe('PodIndex', () => {
     expect(idx.get('10.0.0.5')).toBeUndefined();
   });
 
-  it('replaces everything on a relist', () => {
-    const idx = new PodIndex();
-    idx.upsert(pod('u1', 'gone', ['10.0.0.1']));
-    idx.replace([pod('u2', 'kept', ['10.0.0.2'])]);
-    expect(idx.get('10.0.0.1')).toBeUndefined();
-    expect(idx.size).toBe(1);
+  it('caches only what attribution reads of a pod', () => {
+    const full = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'web-1', namespace: 'billing', uid: 'u1', resourceVersion: '7', labels: { a: 'b' } },
+      spec: { containers: [{ name: 'app', image: 'x' }], hostNetwork: false },
+      status: { phase: 'Running', podIP: '10.0.0.1', podIPs: [{ ip: '10.0.0.1' }], conditions: [] },
+    };
+    expect(slimPod(full)).toEqual({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'web-1', namespace: 'billing', uid: 'u1', resourceVersion: '7' },
+      status: { phase: 'Running', podIP: '10.0.0.1', podIPs: [{ ip: '10.0.0.1' }] },
+    });
+    expect(slimPod({ ...full, spec: { ...full.spec, hostNetwork: true } }).spec).toEqual({
+      hostNetwork: true,
+    });
   });
 });
 

@@ -1,13 +1,22 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConnection } from './connection.ts';
 
 /**
- * A small REST client for the Kubernetes API on top of @kubernetes/client-node's KubeConfig
- * (which knows kubeconfig files, in-cluster tokens and exec plugins). Plain JSON in and out:
- * the operator works with unstructured objects, applies with server-side apply and runs its own
- * watches, so the generated typed clients would only be in the way.
+ * A small REST client for the Kubernetes API. Plain JSON in and out: the operator works with
+ * unstructured objects, applies with server-side apply and runs its own watches, so the generated
+ * typed clients would only be in the way. Credentials come from @kubernetes/client-node's
+ * KubeConfig (the operator: it knows exec plugins too) or from a KubeConnection (the relay,
+ * which must not load that client: ~80 MB RSS).
  */
+
+/** What the client needs of client-node's KubeConfig (a type only: nothing is loaded here). */
+export type KubeConfigLike = Pick<KubeConfig, 'getCurrentCluster' | 'applyToHTTPSOptions'>;
+
+function isKubeConfig(access: KubeConfigLike | KubeConnection): access is KubeConfigLike {
+  return 'applyToHTTPSOptions' in access;
+}
 
 export class ApiError extends Error {
   constructor(
@@ -41,15 +50,33 @@ export class KubeClient {
   private agent: HttpsAgent | HttpAgent | undefined;
   observer: RequestObserver | undefined;
 
-  constructor(readonly kubeConfig: KubeConfig) {
-    const cluster = kubeConfig.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    this.server = new URL(cluster.server);
+  constructor(private readonly access: KubeConfigLike | KubeConnection) {
+    const server = isKubeConfig(access) ? access.getCurrentCluster()?.server : access.server;
+    if (!server) throw new Error('kubeconfig has no current cluster');
+    this.server = new URL(server);
+  }
+
+  /** Fresh credentials on every request: tokens rotate. */
+  private async credentials(): Promise<RequestOptions> {
+    const a = this.access;
+    if (isKubeConfig(a)) {
+      const opts: RequestOptions = {};
+      await a.applyToHTTPSOptions(opts);
+      return opts;
+    }
+    const token = a.token?.();
+    return {
+      ...(a.ca ? { ca: a.ca } : {}),
+      ...(a.cert ? { cert: a.cert } : {}),
+      ...(a.key ? { key: a.key } : {}),
+      ...(a.tlsServerName ? { servername: a.tlsServerName } : {}),
+      rejectUnauthorized: !a.insecureSkipTlsVerify,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    };
   }
 
   private async options(): Promise<RequestOptions> {
-    const opts: RequestOptions = {};
-    await this.kubeConfig.applyToHTTPSOptions(opts); // fresh credentials (tokens rotate)
+    const opts = await this.credentials();
     if (!this.agent) {
       // One keep-alive agent instead of the per-request agent applyToHTTPSOptions creates.
       this.agent =
