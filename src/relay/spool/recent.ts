@@ -59,6 +59,12 @@ export class RecentMessages {
   }
 }
 
+/** Deep enough for what QueuedMessage holds (structuredClone was 2 % of the busy time at 2 KB). */
 function cloneMessage(m: QueuedMessage): QueuedMessage {
-  return structuredClone(m);
+  return {
+    ...m,
+    recipients: m.recipients.map((r) => (r.notify ? { ...r, notify: [...r.notify] } : { ...r })),
+    client: { ...m.client },
+    ...(m.dsn ? { dsn: { ...m.dsn } } : {}),
+  };
 }
