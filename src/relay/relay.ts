@@ -10,6 +10,7 @@ import { installFastDotStuffing } from './delivery/dot-stuff.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
 import { createRelayMetrics, type RelayMetrics } from './metrics.ts';
+import { installFastDataScan } from './smtp/data-scan.ts';
 import { InboundServer } from './smtp/server.ts';
 import { openSpool } from './spool/index.ts';
 import type { Spool } from './spool/types.ts';
@@ -38,8 +39,11 @@ export async function startRelay(
     minFreeBytes: config.spool.minFreeBytes,
     logger,
   });
+  // Byte-identical replacements for two per-byte loops in our SMTP libraries (see each module).
   if (!(await installFastDotStuffing()))
     logger.warn('nodemailer DataStream not found: upstream DATA uses its slower per-byte dot-stuffing');
+  if (!(await installFastDataScan()))
+    logger.warn('smtp-server SMTPStream not found: inbound DATA uses its slower per-byte scan');
   const delivery = createDeliveryAgent({ config, spool, metrics, logger });
   let draining = false;
   const kube = config.access.kubernetes;
