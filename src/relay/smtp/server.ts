@@ -475,7 +475,7 @@ export class InboundServer {
     const sender = envelope.mailFrom ? envelope.mailFrom.address : '';
     const headers = policies.length ? this.gate.headerHook(policies, sender) : undefined;
     const writer = await spool.begin();
-    const id = (writer as { id?: string }).id;
+    const id = writer.id;
     const filter = new MessageFilter({
       bareLineEndings: config.smtp.bareLineEndings,
       maxLineLength: config.smtp.maxLineLength,
@@ -485,7 +485,7 @@ export class InboundServer {
         clientAddress: normalizeAddress(session.remoteAddress),
         hostname: config.hostname,
         protocol: session.transmissionType || 'ESMTP',
-        ...(id ? { id } : {}),
+        id,
         ...(rcpts.length === 1 ? { recipient: rcpts[0]!.address } : {}),
         date: new Date(),
       }),

@@ -280,7 +280,10 @@ class SpoolImpl implements RelaySpool {
   async begin(): Promise<SpoolWriter> {
     this.assertUsable();
     const tmp = join(this.tmpDir, `r${this.tmpPrefix}-${(this.tmpCounter++).toString(36)}`);
-    const w = new Writer(this, tmp, Math.max(SPILL_BYTES, this.journalOpts?.inlineMaxBytes ?? 0));
+    // The id is known from the first byte on, so the Received: header can carry it (as Postfix's does).
+    let id = this.ids.next();
+    while (this.index.has(id)) id = this.ids.next();
+    const w = new Writer(this, id, tmp, Math.max(SPILL_BYTES, this.journalOpts?.inlineMaxBytes ?? 0));
     this.writers.add(w);
     return w;
   }
@@ -438,8 +441,7 @@ class SpoolImpl implements RelaySpool {
   async commitWriter(w: Writer, meta: NewMessage): Promise<QueuedMessage> {
     this.assertUsable();
     checkMeta(meta);
-    let id = this.ids.next();
-    while (this.index.has(id)) id = this.ids.next();
+    const id = w.id;
     const receivedAt = idTime(id);
     const msg: QueuedMessage = {
       ...meta,
@@ -684,6 +686,7 @@ class Writer implements SpoolWriter {
 
   constructor(
     private readonly spool: SpoolImpl,
+    readonly id: string,
     readonly tmpPath: string,
     private readonly spillBytes: number,
   ) {}

@@ -70,6 +70,8 @@ export interface QueueEntry {
 }
 
 export interface SpoolWriter {
+  /** The message's queue id, fixed when reception begins (it also dates the message). */
+  readonly id: string;
   /** Append message bytes. Resolves when the chunk may be followed by another (backpressure). */
   write(chunk: Buffer): Promise<void>;
   /** Bytes written so far. */

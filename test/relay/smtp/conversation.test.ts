@@ -56,6 +56,8 @@ describe('the seed conversation, byte for byte', () => {
     expect(eml).toMatch(
       /^Received: from client\.example\.com \(unknown \[127\.0\.0\.1\]\)\r\n\tby mail\.bionicaisolutions\.com/m,
     );
+    // the queue id of the 250 reply is in the trace header, as Postfix's is
+    expect(eml).toContain(`(email-relay) with ESMTP id ${id}\r\n\tfor <recipient@example.com>;`);
     expect(eml).toContain('Subject: Test Email\r\n');
     expect(eml).toMatch(/\r\nMessage-ID: <[^>]+@mail\.bionicaisolutions\.com>\r\n/);
     expect(eml).toMatch(/\r\nDate: \w{3}, \d{1,2} \w{3} \d{4} /);
