@@ -29,8 +29,9 @@ interface SmtpStreamState {
 export function feedDataStream(this: SmtpStreamState, input: Buffer, done: Done): void {
   const dataStream = this._dataStream;
   let chunk = input;
-  if (this._lastBytes && this._lastBytes.length) {
-    chunk = Buffer.concat([this._lastBytes, chunk], this._lastBytes.length + chunk.length);
+  const last = this._lastBytes || undefined;
+  if (last?.length) {
+    chunk = Buffer.concat([last, chunk], last.length + chunk.length);
     this._lastBytes = false;
   }
   let len = chunk.length;
@@ -66,12 +67,16 @@ export function feedDataStream(this: SmtpStreamState, input: Buffer, done: Done)
   }
   // keep the last bytes: the terminator may straddle this chunk and the next
   this._lastBytes = chunk.length < 4 ? chunk : chunk.subarray(chunk.length - 4);
-  if (this._lastBytes.length >= chunk.length) return done();
+  if (this._lastBytes.length >= chunk.length) {
+    done();
+    return;
+  }
   const buf = chunk.subarray(0, chunk.length - this._lastBytes.length);
   this._countDataBytes(buf.length);
-  if (!dataStream.writable) return done();
-  const handled = dataStream.write(buf);
-  if (handled || dataStream.destroyed) return done();
+  if (!dataStream.writable || dataStream.write(buf) || dataStream.destroyed) {
+    done();
+    return;
+  }
   // a stream the application destroys never drains, it only closes
   const onDrain = () => {
     dataStream.removeListener('drain', onDrain);
