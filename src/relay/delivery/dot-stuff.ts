@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { Transform, TransformCallback } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { replaceMethodOnce } from '../../lib/replace-method.ts';
 
 /**
  * The DATA encoding every upstream transaction streams through: bare CR and bare LF become CRLF,
@@ -101,20 +102,9 @@ export async function loadNodemailerDataStream(): Promise<DataStreamClass | unde
   return typeof mod.default?.prototype?._transform === 'function' ? mod.default : undefined;
 }
 
-let installed: Promise<boolean> | undefined;
-
-/**
- * Swaps nodemailer's per-byte loop for dotStuffChunk. Returns false (and leaves nodemailer as it
- * is) where a future nodemailer has moved the class: slower, never wrong.
- */
-export function installFastDotStuffing(): Promise<boolean> {
-  installed ??= loadNodemailerDataStream().then(
-    (cls) => {
-      if (!cls) return false;
-      cls.prototype._transform = fastTransform as Transform['_transform'];
-      return true;
-    },
-    () => false,
-  );
-  return installed;
-}
+/** Swaps nodemailer's per-byte loop for dotStuffChunk (false if its class was not found). */
+export const installFastDotStuffing = replaceMethodOnce(
+  loadNodemailerDataStream,
+  '_transform',
+  fastTransform,
+);

@@ -1,4 +1,5 @@
 import type { PassThrough } from 'node:stream';
+import { replaceMethodOnce } from '../../lib/replace-method.ts';
 
 /**
  * smtp-server's DATA parser (`SMTPStream._feedDataStream`) with one change: it finds the next
@@ -97,17 +98,5 @@ export async function loadSmtpStream(): Promise<SmtpStreamClass | undefined> {
   return typeof mod.SMTPStream?.prototype?._feedDataStream === 'function' ? mod.SMTPStream : undefined;
 }
 
-let installed: Promise<boolean> | undefined;
-
-/** Swaps in feedDataStream; false (smtp-server left as it is) if the class is not where expected. */
-export function installFastDataScan(): Promise<boolean> {
-  installed ??= loadSmtpStream().then(
-    (cls) => {
-      if (!cls) return false;
-      cls.prototype._feedDataStream = feedDataStream;
-      return true;
-    },
-    () => false,
-  );
-  return installed;
-}
+/** Swaps in feedDataStream (false, smtp-server left as it is, if its class was not found). */
+export const installFastDataScan = replaceMethodOnce(loadSmtpStream, '_feedDataStream', feedDataStream);
