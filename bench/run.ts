@@ -15,6 +15,7 @@ import { startPostfix } from './postfix.ts';
 import { MB, MemSampler, peakRss, resetPeak, tree, treeCpu } from './proc.ts';
 import { formatSummary, type ProfileSummary, summarise } from './profile.ts';
 import { type Build, buildRelay, type RelayEntry, startRelay } from './relay.ts';
+import { type RuntimeWindow, runtimeWindow, sampleRuntime } from './runtime.ts';
 import { idleConnections, queueWhileDown } from './scale.ts';
 import { Sink } from './sink.ts';
 import { cleanupAll, cleanupOnSignals } from './util.ts';
@@ -97,6 +98,8 @@ interface System {
 }
 
 interface Latency {
+  /** relay only: its event loop and GC over the pass (from its /metrics) */
+  runtime?: RuntimeWindow;
   offeredPerSecond: number;
   sessions: number;
   messages: number;
@@ -191,6 +194,7 @@ async function cell(
   const cpuProfile = profileDir ? join(profileDir, `relay-${size}-${sessions}.cpuprofile`) : undefined;
   const relay = await startRelay(build, {
     upstream: sinkR.url,
+    http: true,
     nodeArgs: NODE_ARGS,
     ...(cpuProfile ? { cpuProfile } : {}),
   });
@@ -224,7 +228,20 @@ async function cell(
       out[name] = await throughput(systems[name], size, messages);
     }
     const rate = LAT_LOAD * Math.min(out.postfix!.acceptedPerSecond, out.relay!.acceptedPerSecond);
-    for (const name of order) out[name]!.latency = await latency(systems[name], size, rate);
+    for (const name of order) {
+      const before = name === 'relay' && relay.httpPort ? await sampleRuntime(relay.httpPort) : undefined;
+      const lat = await latency(systems[name], size, rate);
+      const after = before && relay.httpPort ? await sampleRuntime(relay.httpPort) : undefined;
+      if (before && after) {
+        lat.runtime = runtimeWindow(before, after);
+        const r = lat.runtime;
+        console.log(
+          `  relay during the latency pass: p99 ${lat.p99} ms, max ${lat.max} ms; event-loop lag max ${r.lagMaxMs} ms; ` +
+            `GC ${r.gcCount}x ${r.gcMs} ms${Object.keys(r.gcOver10ms).length ? `, over 10 ms: ${JSON.stringify(r.gcOver10ms)}` : ''}`,
+        );
+      }
+      out[name]!.latency = lat;
+    }
   } catch (err) {
     out.error = (err as Error).message;
     console.error(`  failed: ${out.error}`);
