@@ -24,6 +24,9 @@ import {
 import { renderRelay } from './render.ts';
 import { computeRelayStatus, type StatusInput } from './status.ts';
 
+/** The kinds that run pods (and their disruption budget): applied after everything they use. */
+const WORKLOAD_KINDS = new Set(['StatefulSet', 'Deployment', 'PodDisruptionBudget']);
+
 /** The kinds an EmailRelay owns, in apply order (config and identity before the pods that use them). */
 export const CHILD_KINDS = [
   'ServiceAccount',
@@ -223,21 +226,36 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     let retryable: unknown;
     // One event per verb and reconcile ("Created ServiceAccount a, ConfigMap a, ..."), not one per child.
     const changed = { Created: [] as string[], Updated: [] as string[], Deleted: [] as string[] };
-    for (const obj of desired) {
-      const cache = caches.children.get(obj.kind);
-      const actual = cache?.get(namespace, obj.metadata.name);
-      if (upToDate(obj, actual)) {
+    // Two rounds, each applied concurrently: identity, config and network first, then the
+    // workload and its PDB (pods need their ServiceAccount and ConfigMap to start).
+    const rounds = [
+      desired.filter((o) => !WORKLOAD_KINDS.has(o.kind)),
+      desired.filter((o) => WORKLOAD_KINDS.has(o.kind)),
+    ];
+    for (const round of rounds) {
+      const results = await Promise.all(
+        round.map(async (obj) => {
+          const actual = caches.children.get(obj.kind)?.get(namespace, obj.metadata.name);
+          if (upToDate(obj, actual)) return { obj, actual, applied: actual, changed: false };
+          try {
+            return { obj, actual, applied: await serverSideApply(client, obj, FIELD_MANAGER), changed: true };
+          } catch (err) {
+            return { obj, actual, err, changed: false };
+          }
+        }),
+      );
+      for (const { obj, actual, applied, err, changed: didApply } of results) {
+        if (err === undefined) {
+          if (obj.kind === rendered.workloadKind) workload = applied;
+          if (!didApply) continue;
+          const verb = actual ? 'Updated' : 'Created';
+          changed[verb].push(`${obj.kind} ${obj.metadata.name}`);
+          logger.info({ relay: key, kind: obj.kind, name: obj.metadata.name }, `${verb.toLowerCase()} child`);
+          continue;
+        }
         if (obj.kind === rendered.workloadKind) workload = actual;
-        continue;
-      }
-      try {
-        const applied = await serverSideApply(client, obj, FIELD_MANAGER);
-        if (obj.kind === rendered.workloadKind) workload = applied;
-        const verb = actual ? 'Updated' : 'Created';
-        changed[verb].push(`${obj.kind} ${obj.metadata.name}`);
-        logger.info({ relay: key, kind: obj.kind, name: obj.metadata.name }, `${verb.toLowerCase()} child`);
-      } catch (err) {
         if (!(err instanceof ApiError) || err.status >= 500 || err.status === 429 || err.status === 409) {
+          if (retryable) continue; // one count and one report per reconcile
           // Retried with backoff; if it keeps failing (an API server error, a full service IP
           // range...) the relay must say so rather than only the operator's log.
           const n = (retries.get(key) ?? 0) + 1;
@@ -247,15 +265,14 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
           const message = `${obj.kind} ${obj.metadata.name}: ${(err as Error).message} (retrying)`;
           recorder.event(relay, 'Warning', 'ApplyRetrying', message);
           problem = { reason: 'ApplyRetrying', message, fatal: false };
-          if (obj.kind === rendered.workloadKind) workload = actual;
-          break;
+          continue;
         }
         // Refused for good (e.g. an immutable StatefulSet field): say so, keep the rest running.
         const message = `${obj.kind} ${obj.metadata.name}: ${err.message}`;
         recorder.event(relay, 'Warning', 'ApplyFailed', message);
-        problem = { reason: 'ApplyFailed', message, fatal: false };
-        if (obj.kind === rendered.workloadKind) workload = actual;
+        if (!retryable) problem = { reason: 'ApplyFailed', message, fatal: false };
       }
+      if (retryable) break;
     }
     for (const kind of retryable ? [] : CHILD_KINDS) {
       for (const obj of caches.children.get(kind)?.list(namespace) ?? []) {

@@ -81,13 +81,14 @@ describe('a lasting API server error while applying children', () => {
     });
     expect(c.status).toBe('True');
     expect(c.message).toMatch(/^ConfigMap relay-config: .*500.*\(retrying\)$/);
-    // the children before it in apply order exist; nothing after it was attempted
+    // the rest of its round (identity, config, network) exists; the workload waits for the config
     expect(await findObject(client, 'ServiceAccount', NS, 'relay')).toBeDefined();
-    expect(await findObject(client, 'Service', NS, 'relay')).toBeUndefined();
+    expect(await findObject(client, 'Service', NS, 'relay')).toBeDefined();
+    expect(await findObject(client, 'StatefulSet', NS, 'relay')).toBeUndefined();
 
     await client.request('DELETE', `${WEBHOOKS}/${WEBHOOK}`);
     // the retry backs off (100 ms doubling): a few seconds at most here
     await eventually('recovered', async () => (await degraded())?.status === 'False', 60_000);
-    expect(await findObject(client, 'Service', NS, 'relay')).toBeDefined();
+    expect(await findObject(client, 'StatefulSet', NS, 'relay')).toBeDefined();
   });
 });
