@@ -236,18 +236,18 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       const results = await Promise.all(
         round.map(async (obj) => {
           const actual = caches.children.get(obj.kind)?.get(namespace, obj.metadata.name);
-          if (upToDate(obj, actual)) return { obj, actual, applied: actual, changed: false };
+          if (upToDate(obj, actual)) return { obj, actual, applied: actual, wrote: false };
           try {
-            return { obj, actual, applied: await serverSideApply(client, obj, FIELD_MANAGER), changed: true };
+            return { obj, actual, applied: await serverSideApply(client, obj, FIELD_MANAGER), wrote: true };
           } catch (err) {
-            return { obj, actual, err, changed: false };
+            return { obj, actual, err, wrote: false };
           }
         }),
       );
-      for (const { obj, actual, applied, err, changed: didApply } of results) {
+      for (const { obj, actual, applied, err, wrote } of results) {
         if (err === undefined) {
           if (obj.kind === rendered.workloadKind) workload = applied;
-          if (!didApply) continue;
+          if (!wrote) continue;
           const verb = actual ? 'Updated' : 'Created';
           changed[verb].push(`${obj.kind} ${obj.metadata.name}`);
           logger.info({ relay: key, kind: obj.kind, name: obj.metadata.name }, `${verb.toLowerCase()} child`);

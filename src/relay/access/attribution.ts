@@ -146,7 +146,11 @@ export function startKubeAttribution(opts: {
   void Promise.all([podInformer.waitForSync(), nsInformer.waitForSync()]).then(() =>
     logger.info({ pods: pods.size, namespaces: nsInformer.list().length }, 'kubernetes attribution synced'),
   );
-  const labelsOf = (namespace: string) => nsInformer.get(undefined, namespace)?.metadata.labels;
+  /** A namespace's labels ({} when it has none), or undefined when there is no such namespace. */
+  const labelsOf = (namespace: string) => {
+    const ns = nsInformer.get(undefined, namespace);
+    return ns && (ns.metadata.labels ?? {});
+  };
 
   return {
     async lookup(address, waitMs = 0) {
@@ -160,10 +164,10 @@ export function startKubeAttribution(opts: {
       }
     },
     admitted(namespace) {
-      const labels = nsInformer.get(undefined, namespace) && (labelsOf(namespace) ?? {});
+      const labels = labelsOf(namespace);
       return labels !== undefined && selectorMatches(opts.namespaceSelector, labels);
     },
-    labels: (namespace) => (nsInformer.get(undefined, namespace) ? (labelsOf(namespace) ?? {}) : undefined),
+    labels: labelsOf,
     synced: () => podInformer.hasSynced && nsInformer.hasSynced,
     async stop() {
       await Promise.all([podInformer.stop(), nsInformer.stop()]);
