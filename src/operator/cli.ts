@@ -38,7 +38,7 @@ export async function operatorCommand(args: string[]): Promise<void> {
     allowPositionals: false,
   });
   const logger = createLogger(values['log-level'] ?? process.env['LOG_LEVEL'] ?? 'info');
-  const kubeConfig = await loadKube(values.kubeconfig ?? process.env['KUBECONFIG']);
+  const kubeConfig = await loadKube(values.kubeconfig);
   const workers = positiveInt('--workers', values.workers ?? process.env['EMAIL_RELAY_OPERATOR_WORKERS'], 4);
   const resyncSeconds = positiveInt(
     '--resync-seconds',
@@ -103,12 +103,11 @@ export async function operatorCommand(args: string[]): Promise<void> {
 }
 
 /**
- * A kubeconfig file or the in-cluster service account, read without @kubernetes/client-node
- * (~60 MB of the operator's RSS); that client is loaded only for what needs it: exec plugins
- * and auth providers (cloud kubeconfigs on a laptop).
+ * --kubeconfig, $KUBECONFIG, the in-cluster service account or ~/.kube/config (loadKubeConnection's
+ * order), read without @kubernetes/client-node (~60 MB of the operator's RSS); that client is
+ * loaded only for what needs it: exec plugins and auth providers (cloud kubeconfigs on a laptop).
  */
-async function loadKube(path: string | undefined): Promise<KubeConfigLike | KubeConnection> {
-  const file = path?.split(':').find(Boolean);
+async function loadKube(file: string | undefined): Promise<KubeConfigLike | KubeConnection> {
   try {
     return loadKubeConnection(file);
   } catch (err) {

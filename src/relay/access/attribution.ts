@@ -1,7 +1,8 @@
 import { KubeClient } from '../../lib/kube/client.ts';
 import { loadKubeConnection } from '../../lib/kube/connection.ts';
 import { Informer } from '../../lib/kube/informer.ts';
-import type { KubeObject } from '../../lib/kube/object.ts';
+import type { KubeObject, ObjectMeta } from '../../lib/kube/object.ts';
+import type { ResourceType } from '../../lib/kube/resources.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { LabelSelector } from './labels.ts';
 import { selectorMatches } from './labels.ts';
@@ -40,18 +41,22 @@ export interface PodFields {
 
 type Pod = KubeObject & PodFields;
 
+/** The identity an informer needs of any object: name, namespace, uid, resourceVersion. */
+function identity({ name, namespace, uid, resourceVersion }: ObjectMeta): ObjectMeta {
+  return {
+    name,
+    ...(namespace ? { namespace } : {}),
+    ...(uid ? { uid } : {}),
+    ...(resourceVersion ? { resourceVersion } : {}),
+  };
+}
+
 /** All the cache keeps of a Pod: a large cluster's pods cost a few hundred bytes each, not KBs. */
 export function slimPod(p: Pod): Pod {
-  const { name, namespace, uid, resourceVersion } = p.metadata;
   const slim: Pod = {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: {
-      name,
-      ...(namespace ? { namespace } : {}),
-      ...(uid ? { uid } : {}),
-      ...(resourceVersion ? { resourceVersion } : {}),
-    },
+    metadata: identity(p.metadata),
     status: {
       ...(p.status?.phase ? { phase: p.status.phase } : {}),
       ...(p.status?.podIP ? { podIP: p.status.podIP } : {}),
@@ -64,16 +69,11 @@ export function slimPod(p: Pod): Pod {
 
 /** A Namespace's name and labels. */
 function slimNamespace(n: KubeObject): KubeObject {
-  const { name, uid, resourceVersion, labels } = n.metadata;
+  const { labels } = n.metadata;
   return {
     apiVersion: 'v1',
     kind: 'Namespace',
-    metadata: {
-      name,
-      ...(uid ? { uid } : {}),
-      ...(resourceVersion ? { resourceVersion } : {}),
-      ...(labels ? { labels } : {}),
-    },
+    metadata: { ...identity(n.metadata), ...(labels ? { labels } : {}) },
   };
 }
 
@@ -117,13 +117,13 @@ export class PodIndex {
   }
 }
 
-const POD: { apiVersion: string; kind: string; plural: string; namespaced: boolean } = {
+const POD: ResourceType = { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
+const NAMESPACE: ResourceType = {
   apiVersion: 'v1',
-  kind: 'Pod',
-  plural: 'pods',
-  namespaced: true,
+  kind: 'Namespace',
+  plural: 'namespaces',
+  namespaced: false,
 };
-const NAMESPACE = { apiVersion: 'v1', kind: 'Namespace', plural: 'namespaces', namespaced: false };
 
 export function startKubeAttribution(opts: {
   namespaceSelector: LabelSelector;
