@@ -267,10 +267,19 @@ export class InboundServer {
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
-    this.mailFrom(address, session).then(
+    this.answer(this.mailFrom(address, session), 'MAIL FROM', cb);
+  }
+
+  /** A check's refusal (or none) to smtp-server's callback; a check that throws is a local error (451). */
+  private answer(
+    check: Promise<SmtpReplyError | undefined>,
+    command: string,
+    cb: (err?: Error | null) => void,
+  ): void {
+    check.then(
       (refused) => cb(refused ?? null),
       (err: unknown) => {
-        this.deps.logger.error({ err }, 'MAIL FROM check failed');
+        this.deps.logger.error({ err }, `${command} check failed`);
         cb(replies.localError());
       },
     );
@@ -309,13 +318,7 @@ export class InboundServer {
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
   ): void {
-    this.rcptTo(address, session).then(
-      (refused) => cb(refused ?? null),
-      (err: unknown) => {
-        this.deps.logger.error({ err }, 'RCPT TO check failed');
-        cb(replies.localError());
-      },
-    );
+    this.answer(this.rcptTo(address, session), 'RCPT TO', cb);
   }
 
   private async rcptTo(
