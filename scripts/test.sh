@@ -7,19 +7,27 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Debian tools for real SMTP peers (postfix's smtp-sink/smtp-source, swaks)"
+step "Debian tools for real SMTP peers (postfix's smtp-sink/smtp-source, swaks with TLS)"
+# swaks does TLS only with Net::SSLeay + IO::Socket::SSL, which --no-install-recommends leaves out.
+swaks_tls() { swaks --support 2>&1 | grep -q '^=== TLS supported'; }
 missing=()
 command -v smtp-sink >/dev/null || missing+=(postfix)
 command -v swaks >/dev/null || missing+=(swaks)
+command -v swaks >/dev/null && swaks_tls || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   else
     echo "missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}'" >&2
     exit 1
   fi
+fi
+if ! swaks_tls; then
+  echo "swaks has no TLS support ($(swaks --support 2>&1 | grep TLS)): install libnet-ssleay-perl libio-socket-ssl-perl" >&2
+  exit 1
 fi
 
 step "Node dependencies"
