@@ -33,6 +33,16 @@ export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Age of the oldest queued message',
       registers,
     }),
+    spoolFreeBytes: new Gauge({
+      name: 'email_spool_filesystem_free_bytes',
+      help: 'Bytes available to the relay on the spool filesystem (452 4.3.1 below spool.minFreeBytes)',
+      registers,
+    }),
+    spoolSizeBytes: new Gauge({
+      name: 'email_spool_filesystem_size_bytes',
+      help: 'Size of the spool filesystem',
+      registers,
+    }),
     deliveries: new Counter({
       name: 'email_deliveries_total',
       help: 'Messages that left the queue, by outcome (sent, bounced, expired, deleted)',

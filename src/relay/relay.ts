@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { RelayConfig } from '../config/schema.ts';
@@ -45,6 +46,7 @@ export async function startRelay(
   if (!(await installFastDataScan()))
     logger.warn('smtp-server SMTPStream not found: inbound DATA uses its slower per-byte scan');
   const delivery = createDeliveryAgent({ config, spool, metrics, logger });
+  watchSpoolFilesystem(metrics, spool.dir);
   let draining = false;
   const kube = config.access.kubernetes;
   const attribution: Attribution | undefined = kube.enabled
@@ -121,6 +123,23 @@ export async function startRelay(
     })());
 
   return { config, smtp, ...(httpAddress ? { http: httpAddress } : {}), spool, delivery, metrics, stop };
+}
+
+/** Free and total bytes of the spool filesystem, read when Prometheus scrapes (for the disk alert). */
+function watchSpoolFilesystem(metrics: RelayMetrics, dir: string): void {
+  const read = () => statfs(dir).catch(() => undefined);
+  Object.assign(metrics.spoolFreeBytes, {
+    collect: async () => {
+      const s = await read();
+      if (s) metrics.spoolFreeBytes.set(s.bavail * s.bsize);
+    },
+  });
+  Object.assign(metrics.spoolSizeBytes, {
+    collect: async () => {
+      const s = await read();
+      if (s) metrics.spoolSizeBytes.set(s.blocks * s.bsize);
+    },
+  });
 }
 
 async function handleControl(delivery: DeliveryAgent, req: ControlRequest) {

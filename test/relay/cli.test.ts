@@ -111,6 +111,11 @@ describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {
       expect(text).toContain(name);
     }
     expect(text).toMatch(/^smtp_messages_received_total 3$/m);
+    // The spool filesystem gauges (the disk-full alert and the dashboard read them).
+    const free = Number(/^email_spool_filesystem_free_bytes (\S+)$/m.exec(text)?.[1]);
+    const size = Number(/^email_spool_filesystem_size_bytes (\S+)$/m.exec(text)?.[1]);
+    expect(free).toBeGreaterThan(0);
+    expect(size).toBeGreaterThanOrEqual(free);
     await waitFor(async () =>
       /^email_queue_size 3$/m.test(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text())
         ? true
