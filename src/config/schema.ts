@@ -74,6 +74,13 @@ export const configSchema = z
           .describe('Pause before the 220 greeting; clients that talk first are refused (pregreet test)'),
         idleTimeoutSeconds: seconds.default(300).describe('Between commands'),
         dataTimeoutSeconds: seconds.default(600).describe('For a whole DATA phase'),
+        addMissingFrom: z
+          .boolean()
+          .default(true)
+          .describe(
+            'Add From: <envelope sender> to a message without one (Gmail refuses those), as Postfix ' +
+              'always_add_missing_headers; a present From: is never rewritten except by a policy',
+          ),
         bareLineEndings: z
           .enum(['normalize', 'reject'])
           .default('normalize')

@@ -111,6 +111,10 @@ export const smtpSchema = z
       .describe('Bytes; advertised in EHLO as SIZE'),
     maxRecipients: z.number().int().min(1).max(100_000).default(1000).describe('Recipients per message'),
     maxClients: z.number().int().min(1).max(100_000).default(1000).describe('Concurrent sessions per pod'),
+    addMissingFrom: z
+      .boolean()
+      .default(true)
+      .describe('Add From: <envelope sender> to messages without one (Gmail refuses them)'),
   })
   .describe('Inbound SMTP limits');
 

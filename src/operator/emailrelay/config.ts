@@ -34,6 +34,7 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
       maxMessageSize: spec.smtp.maxMessageSize,
       maxRecipients: spec.smtp.maxRecipients,
       maxClients: spec.smtp.maxClients,
+      addMissingFrom: spec.smtp.addMissingFrom,
       ...(spec.tls
         ? {
             tls: {

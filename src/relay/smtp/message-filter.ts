@@ -4,7 +4,9 @@
  *  - line endings: a bare CR or bare LF is never relayed as is (SMTP smuggling, 2023). In
  *    `normalize` mode each becomes CRLF, as Postfix's smtpd_forbid_bare_newline=normalize does;
  *    in `reject` mode the message is flagged and the caller refuses it.
- *  - a Received: trace header is prepended; Message-ID: and Date: are added when missing.
+ *  - a Received: trace header is prepended; Message-ID:, Date: and (when asked) From: are added
+ *    when missing. A first line that is no header field starts the body (a blank line is put
+ *    before it), so text sent without headers still gets a well-formed header section.
  *  - over-long lines are flagged.
  */
 
@@ -23,6 +25,11 @@ export interface FilterOptions {
   makeMessageId: () => string;
   /** Sees the header block (latin1, CRLF) before it is stored and returns the block to store. */
   onHeaders?: (block: string) => string;
+  /**
+   * Called only when the message has no From: header; returns the address to add it with
+   * (Gmail refuses mail without From:), or undefined to add none. Postfix always_add_missing_headers.
+   */
+  missingFrom?: () => string | undefined;
   now?: () => Date;
 }
 
@@ -181,6 +188,15 @@ export class MessageFilter {
         block = Buffer.from(edited, 'latin1');
       }
     }
+    // Text that is no header field ("message", the seed's smtplib example) is body: what follows
+    // must not be read as part of the header section, so a blank line is put in front of it.
+    const cut = headerSectionEnd(text);
+    let rest: Buffer | undefined;
+    if (cut < text.length) {
+      rest = block.subarray(cut);
+      block = block.subarray(0, cut);
+      text = text.slice(0, cut);
+    }
     const found = headerValue(text, 'message-id');
     this.messageId = found;
     const extra: string[] = [];
@@ -191,9 +207,35 @@ export class MessageFilter {
     if (headerValue(text, 'date') === undefined) {
       extra.push(`Date: ${rfc5322Date(this.opts.now?.() ?? new Date())}\r\n`);
     }
+    if (this.opts.missingFrom && headerValue(text, 'from') === undefined) {
+      const from = this.opts.missingFrom()?.replace(/[\r\n]/g, '');
+      if (from) extra.push(`From: ${from}\r\n`);
+    }
     out.push(block);
     if (extra.length) out.push(Buffer.from(extra.join('')));
+    if (rest) out.push(CRLF, rest);
   }
+}
+
+/** A header field line (RFC 5322 field-name, then colon; obsolete WSP before it allowed). */
+const FIELD_LINE = /^[!-9;-~]+[ \t]*:/;
+
+/**
+ * Where the header section of a CRLF block ends: at its end, or at the first line that is neither
+ * a header field nor the folded continuation of one.
+ */
+export function headerSectionEnd(block: string): number {
+  let at = 0;
+  while (at < block.length) {
+    const eol = block.indexOf('\r\n', at);
+    const line = block.slice(at, eol === -1 ? block.length : eol);
+    if (line === '') return at; // the blank separator line itself (kept as it is)
+    const folded = at > 0 && (line[0] === ' ' || line[0] === '\t');
+    if (!folded && !FIELD_LINE.test(line)) return at;
+    if (eol === -1) return block.length;
+    at = eol + 2;
+  }
+  return block.length;
 }
 
 /** Unfolded value of the first header `name` in a CRLF header block, or undefined. */

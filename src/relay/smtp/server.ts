@@ -493,6 +493,9 @@ export class InboundServer {
         date: new Date(),
       }),
       ...(headers ? { onHeaders: headers.hook } : {}),
+      ...(config.smtp.addMissingFrom
+        ? { missingFrom: () => missingFromAddress(sender, headers, config) }
+        : {}),
       makeMessageId: () =>
         `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
     });
@@ -585,6 +588,20 @@ function unsupportedParam(args: unknown, known: Set<string>): string | undefined
     if (!known.has(k.toUpperCase())) return v === true ? k : `${k}=${String(v)}`;
   }
   return undefined;
+}
+
+/**
+ * The From: added to a message that has none: the envelope sender as stored (after a policy's
+ * sender rewrite), or MAILER-DAEMON@hostname for the null sender, as Postfix's cleanup does.
+ */
+function missingFromAddress(
+  sender: string,
+  headers: { edits: { rewriteSender?: { to: string } } } | undefined,
+  config: RelayConfig,
+): string {
+  const rewrite = headers?.edits.rewriteSender;
+  if (!sender) return `MAILER-DAEMON@${config.hostname}`;
+  return rewrite ? rewrite.to : sender;
 }
 
 /** user@domain.tld or user@[literal]: a relay cannot route "user" or "user@localhost" anywhere sensible. */

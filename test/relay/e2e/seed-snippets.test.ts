@@ -42,6 +42,9 @@ server.quit()
     const msg = (await waitForSinkMessage(sink, (m) => m.includes('python-basic-usage'))).data;
     expect(msg).toMatch(/^Message-ID: </m);
     expect(msg).toMatch(/^Date: /m);
+    // Gmail refuses a message without From:; the text is body, after the header section.
+    expect(msg).toMatch(/^From: from@example\.com\r?$/m);
+    expect(msg).toMatch(/\r?\n\r?\nmessage python-basic-usage/);
   });
 
   it('Python smtplib with the seed retry decorator (Subject via \\n line endings)', async () => {
@@ -57,6 +60,7 @@ finally:
     const msg = (await waitForSinkMessage(sink, (m) => m.includes('seed-retry'))).data;
     expect(msg).toMatch(/^Subject: seed-retry$/m);
     expect(msg).toContain('body of retry');
+    expect(msg).toMatch(/^From: from@example\.com\r?$/m);
   });
 
   it('Nodemailer (the seed transporter options, incl. the empty auth object)', async () => {

@@ -24,6 +24,7 @@ describe('EmailRelay spec', () => {
       maxMessageSize: 10_240_000,
       maxRecipients: 1000,
       maxClients: 1000,
+      addMissingFrom: true,
     });
     expect(spec.access.namespaceSelector).toEqual({
       matchLabels: { 'email.bionicaisolutions.com/relay-access': 'true' },

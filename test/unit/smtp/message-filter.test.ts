@@ -2,8 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { headerValue, MessageFilter, receivedHeader } from '../../../src/relay/smtp/message-filter.ts';
 
 const RECEIVED = 'Received: test\r\n';
-function run(chunks: string[], mode: 'normalize' | 'reject' = 'normalize', maxLineLength = 1000) {
+function run(
+  chunks: string[],
+  mode: 'normalize' | 'reject' = 'normalize',
+  maxLineLength = 1000,
+  missingFrom?: () => string | undefined,
+) {
   const f = new MessageFilter({
+    ...(missingFrom ? { missingFrom } : {}),
     bareLineEndings: mode,
     maxLineLength,
     maxHeaderBytes: 4096,
@@ -95,6 +101,56 @@ describe('MessageFilter headers', () => {
     expect(text).toBe(
       `${RECEIVED}Subject: a\r\nFrom: b@c\r\nMessage-ID: <generated@relay.test>\r\nDate: Wed, 25 Nov 2026 05:15:53 +0000\r\n`,
     );
+  });
+});
+
+describe('MessageFilter From: and headerless text', () => {
+  const from = () => 'app@example.com';
+
+  it('adds From: from the envelope sender when the message has none', () => {
+    const { text } = run([`${HDRS}\r\nbody\r\n`], 'normalize', 1000, from);
+    expect(text).toBe(`${RECEIVED}${HDRS}From: app@example.com\r\n\r\nbody\r\n`);
+  });
+
+  it('never touches a present From:, however it is spelled or folded', () => {
+    for (const h of [
+      'From: Boss <boss@example.org>',
+      'FROM:boss@example.org',
+      'from:\r\n boss@example.org',
+    ]) {
+      const { text } = run([`${HDRS}${h}\r\n\r\nbody\r\n`], 'normalize', 1000, from);
+      expect(text).toBe(`${RECEIVED}${HDRS}${h}\r\n\r\nbody\r\n`);
+    }
+  });
+
+  it('adds no From: when not asked to, or when the callback declines', () => {
+    expect(run([`${HDRS}\r\nb\r\n`]).text).not.toMatch(/^From:/im);
+    expect(run([`${HDRS}\r\nb\r\n`], 'normalize', 1000, () => undefined).text).not.toMatch(/^From:/im);
+  });
+
+  it('takes a first line that is no header field for the body (smtplib sendmail(..., "message"))', () => {
+    const { text, f } = run(['message'], 'normalize', 1000, from);
+    expect(text).toBe(
+      `${RECEIVED}Message-ID: <generated@relay.test>\r\nDate: Wed, 25 Nov 2026 05:15:53 +0000\r\nFrom: app@example.com\r\n\r\nmessage\r\n`,
+    );
+    expect(f.messageId).toBe('<generated@relay.test>');
+  });
+
+  it('ends the header section at a non-header line in the middle, keeping everything after it', () => {
+    const { text } = run(
+      ['Subject: hi\r\nnot a header\r\nFrom: late@x\r\n\r\nbody\r\n'],
+      'normalize',
+      1000,
+      from,
+    );
+    expect(text).toBe(
+      `${RECEIVED}Subject: hi\r\nMessage-ID: <generated@relay.test>\r\nDate: Wed, 25 Nov 2026 05:15:53 +0000\r\nFrom: app@example.com\r\n\r\nnot a header\r\nFrom: late@x\r\n\r\nbody\r\n`,
+    );
+  });
+
+  it('strips CR/LF from the address it adds', () => {
+    const { text } = run([`${HDRS}\r\nb\r\n`], 'normalize', 1000, () => 'a@b\r\nBcc: x@y');
+    expect(text).toContain('From: a@bBcc: x@y\r\n\r\nb');
   });
 });
 
