@@ -38,10 +38,11 @@ fi
 step "Test control plane (etcd + kube-apiserver; built from Go modules once, then cached)"
 npm run --silent control-plane -- build
 
-step "Typecheck, lint, generated CRDs up to date"
+step "Typecheck, lint, generated CRDs and docs/reference.md up to date"
 npx tsc -p tsconfig.json --noEmit
 npx biome check .
 npm run --silent crds:check
+npm run --silent reference:check
 
 step "Tests"
 report="$(mktemp -t email-relay-vitest-XXXXXX.json)"
