@@ -33,6 +33,11 @@ export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Age of the oldest queued message',
       registers,
     }),
+    ready: new Gauge({
+      name: 'email_relay_ready',
+      help: '1 while /readyz answers 200 (not draining, attribution synced, spool writable and not full)',
+      registers,
+    }),
     spoolFreeBytes: new Gauge({
       name: 'email_spool_filesystem_free_bytes',
       help: 'Bytes available to the relay on the spool filesystem (452 4.3.1 below spool.minFreeBytes)',

@@ -66,6 +66,19 @@ export async function startRelay(
     onEtrn: () => delivery.flush(),
   });
 
+  /** /readyz, and the same answer as a gauge so an alert sees a pod that stays unready. */
+  const readiness = async () => {
+    const problems: string[] = [];
+    if (draining) problems.push('draining');
+    if (attribution && !attribution.synced()) problems.push('kubernetes attribution not synced');
+    if (!(await spool.writable())) problems.push('spool not writable');
+    if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
+    return { ready: problems.length === 0, detail: problems.join('; ') || 'accepting mail' };
+  };
+  Object.assign(metrics.ready, {
+    collect: async () => metrics.ready.set((await readiness().catch(() => ({ ready: false }))).ready ? 1 : 0),
+  });
+
   let smtp: AddressInfo;
   let http: Server | undefined;
   let httpAddress: AddressInfo | undefined;
@@ -74,14 +87,7 @@ export async function startRelay(
     delivery.start();
     smtp = await inbound.listen();
     if (config.http) {
-      http = createProbeServer(metrics.registry, async () => {
-        const problems: string[] = [];
-        if (draining) problems.push('draining');
-        if (attribution && !attribution.synced()) problems.push('kubernetes attribution not synced');
-        if (!(await spool.writable())) problems.push('spool not writable');
-        if ((await spool.headroom()) <= 0) problems.push('spool filesystem full');
-        return { ready: problems.length === 0, detail: problems.join('; ') || 'accepting mail' };
-      });
+      http = createProbeServer(metrics.registry, readiness);
       const { host, port } = splitHostPort(config.http);
       httpAddress = await listenHttp(http, host, port);
     }

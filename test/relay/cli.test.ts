@@ -116,6 +116,7 @@ describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {
     const size = Number(/^email_spool_filesystem_size_bytes (\S+)$/m.exec(text)?.[1]);
     expect(free).toBeGreaterThan(0);
     expect(size).toBeGreaterThanOrEqual(free);
+    expect(text).toMatch(/^email_relay_ready 1$/m);
     await waitFor(async () =>
       /^email_queue_size 3$/m.test(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text())
         ? true
