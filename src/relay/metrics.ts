@@ -97,6 +97,18 @@ export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['policy', 'rule'] as const,
       registers,
     }),
+    /** Damage the spool found in its own files (each also logged with the queue id). */
+    spoolDamage: new Counter({
+      name: 'email_spool_damage_total',
+      help: 'Messages the spool found damaged, by outcome (lost: no copy left; quarantined: kept out of delivery; recovered: from another copy)',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    spoolQuarantined: new Gauge({
+      name: 'email_spool_quarantined_messages',
+      help: "Messages kept in the spool's quarantine/ directory (not delivered; see email-relay queue list)",
+      registers,
+    }),
     acceptDuration: new Histogram({
       name: 'smtp_accept_duration_seconds',
       help: 'From the end of DATA to the 250 reply (includes the durable write)',

@@ -39,7 +39,13 @@ export async function startRelay(
     fsync: config.spool.fsync,
     minFreeBytes: config.spool.minFreeBytes,
     logger,
+    onDamage: (e) => {
+      metrics.spoolDamage.inc({ outcome: e.kind });
+      if (e.kind === 'quarantined') metrics.spoolQuarantined.inc();
+    },
   });
+  metrics.spoolQuarantined.set(spool.quarantined().length); // also those of earlier runs
+  for (const outcome of ['lost', 'quarantined', 'recovered']) metrics.spoolDamage.inc({ outcome }, 0);
   // Byte-identical replacements for two per-byte loops in our SMTP libraries (see each module).
   if (!(await installFastDotStuffing()))
     logger.warn('nodemailer DataStream not found: upstream DATA uses its slower per-byte dot-stuffing');

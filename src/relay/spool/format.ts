@@ -29,7 +29,8 @@
  *  first 8 bytes of sha256(type..length, payload) | payload`.
  * PUT payload: 16-byte ID + the complete message file image (byte-identical to the message
  * file, so a journal-resident message is read in place). DELETE payload: 16-byte ID.
- * A torn or corrupt record ends the segment (appends are sequential, so it is the tail).
+ * Every record carries its own checksum: a damaged one costs that record only (the reader
+ * resynchronises on the next valid one); an incomplete last record is a torn append.
  */
 import { createHash } from 'node:crypto';
 import type { QueuedMessage, QueuedRecipient } from './types.ts';
@@ -213,30 +214,113 @@ export function encodeDelRecord(id: string): Buffer[] {
   return [recordHeader(TYPE_DEL, payload), ...payload];
 }
 
-/**
- * Decodes a segment's records up to the first torn or corrupt one. `validBytes` < buf.length
- * means the tail was cut (a crash mid-append) or damaged.
- */
-export function decodeJournal(buf: Buffer): { records: JournalRecord[]; validBytes: number } {
-  const records: JournalRecord[] = [];
-  let off = 0;
-  while (off + RECORD_HEADER_SIZE <= buf.length) {
-    if (!buf.subarray(off, off + 4).equals(RECORD_MAGIC)) break;
-    const type = buf[off + 4];
-    const len = buf.readUInt32LE(off + 8);
-    const end = off + RECORD_HEADER_SIZE + len;
-    if (end > buf.length || len < ID_LEN) break;
-    const payload = buf.subarray(off + RECORD_HEADER_SIZE, end);
-    const digest = createHash('sha256')
-      .update(buf.subarray(off + 4, off + 12))
-      .update(payload)
-      .digest();
-    if (!digest.subarray(0, 8).equals(buf.subarray(off + 12, off + 20))) break;
-    const id = payload.subarray(0, ID_LEN).toString('ascii');
-    if (type === TYPE_PUT) records.push({ type: 'put', id, offset: off, image: payload.subarray(ID_LEN) });
-    else if (type === TYPE_DEL) records.push({ type: 'del', id, offset: off });
-    else break;
-    off = end;
+/** Where a segment holds no valid record, and which messages' records may have been there. */
+export interface BadRegion {
+  start: number;
+  end: number;
+  /**
+   * 'torn': the segment ends in an incomplete record or zero fill, what a crash leaves of an
+   * append whose fdatasync never returned (never acknowledged). 'corrupt': a complete record
+   * that fails its checksum, or bytes between valid records: damage to what was committed.
+   */
+  kind: 'torn' | 'corrupt';
+  /** Queue ids read from record headers in the region (when legible): the messages it cost. */
+  ids: string[];
+}
+
+export interface DecodedJournal {
+  records: JournalRecord[];
+  /** End of the last valid record. */
+  validBytes: number;
+  bad: BadRegion[];
+}
+
+const ID_RE = /^[0-9A-HJKMNP-TV-Z]{16}$/;
+
+/** The record at `off` if it is whole and its checksum holds. */
+function recordAt(buf: Buffer, off: number): { record: JournalRecord; end: number } | undefined {
+  if (off + RECORD_HEADER_SIZE > buf.length) return undefined;
+  if (buf[off] !== 0x45 || !buf.subarray(off, off + 4).equals(RECORD_MAGIC)) return undefined;
+  const type = buf[off + 4];
+  if (type !== TYPE_PUT && type !== TYPE_DEL) return undefined;
+  const len = buf.readUInt32LE(off + 8);
+  const end = off + RECORD_HEADER_SIZE + len;
+  if (end > buf.length || len < ID_LEN) return undefined;
+  const payload = buf.subarray(off + RECORD_HEADER_SIZE, end);
+  const digest = createHash('sha256')
+    .update(buf.subarray(off + 4, off + 12))
+    .update(payload)
+    .digest();
+  if (!digest.subarray(0, 8).equals(buf.subarray(off + 12, off + 20))) return undefined;
+  const id = payload.subarray(0, ID_LEN).toString('ascii');
+  const record: JournalRecord =
+    type === TYPE_PUT
+      ? { type: 'put', id, offset: off, image: payload.subarray(ID_LEN) }
+      : { type: 'del', id, offset: off };
+  return { record, end };
+}
+
+/** The next offset after `from` where a valid record starts, or -1. */
+function resync(buf: Buffer, from: number): number {
+  // The damaged record's own length field is the likeliest way past it (a flipped payload byte).
+  if (buf.subarray(from, from + 4).equals(RECORD_MAGIC) && from + RECORD_HEADER_SIZE <= buf.length) {
+    const next = from + RECORD_HEADER_SIZE + buf.readUInt32LE(from + 8);
+    if (next < buf.length && recordAt(buf, next)) return next;
   }
-  return { records, validBytes: off };
+  // Otherwise (a damaged header) the next magic that starts a record whose checksum holds.
+  for (let at = buf.indexOf(RECORD_MAGIC, from + 1); at !== -1; at = buf.indexOf(RECORD_MAGIC, at + 1)) {
+    if (recordAt(buf, at)) return at;
+  }
+  return -1;
+}
+
+/** Ids named by the (legible) record headers in buf[start, end). */
+function idsIn(buf: Buffer, start: number, end: number): string[] {
+  const ids = new Set<string>();
+  for (
+    let at = buf.indexOf(RECORD_MAGIC, start);
+    at !== -1 && at < end;
+    at = buf.indexOf(RECORD_MAGIC, at + 1)
+  ) {
+    const id = buf.subarray(at + RECORD_HEADER_SIZE, at + RECORD_HEADER_SIZE + ID_LEN).toString('latin1');
+    if (ID_RE.test(id)) ids.add(id);
+    if (ids.size >= 1000) break;
+  }
+  return [...ids];
+}
+
+/** Whether a bad region at the end is what an interrupted append leaves (see BadRegion.kind). */
+function isTorn(buf: Buffer, start: number): boolean {
+  if (start + RECORD_HEADER_SIZE > buf.length) return true;
+  if (buf.subarray(start, start + 4).equals(RECORD_MAGIC)) {
+    return start + RECORD_HEADER_SIZE + buf.readUInt32LE(start + 8) > buf.length;
+  }
+  for (let i = start; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * Decodes every valid record of a segment. A bad record costs only itself: the reader
+ * resynchronises on the next record whose checksum holds (every record carries its own).
+ */
+export function decodeJournal(buf: Buffer): DecodedJournal {
+  const records: JournalRecord[] = [];
+  const bad: BadRegion[] = [];
+  let off = 0;
+  let validBytes = 0;
+  while (off < buf.length) {
+    const r = recordAt(buf, off);
+    if (r) {
+      records.push(r.record);
+      off = validBytes = r.end;
+      continue;
+    }
+    const next = resync(buf, off);
+    const end = next === -1 ? buf.length : next;
+    const kind = next === -1 && isTorn(buf, off) ? 'torn' : 'corrupt';
+    bad.push({ start: off, end, kind, ids: idsIn(buf, off, end) });
+    if (next === -1) break;
+    off = next;
+  }
+  return { records, validBytes, bad };
 }

@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeAll } from './disk.ts';
 import {
+  type BadRegion,
   decodeJournal,
   decodePreamble,
   PUT_IMAGE_OFFSET,
@@ -33,6 +34,8 @@ export interface Segment {
   writing: boolean;
   /** IDs put in this segment. */
   puts: string[];
+  /** Found damaged at open: moved to `damagedDir` instead of deleted. */
+  damaged?: boolean;
   openedAt: number;
   sealedAt: number;
   waiters: Array<() => void>;
@@ -54,12 +57,20 @@ export interface SegmentSummary {
   size: number;
   /** Records in order; for a PUT, `off` is where its message image starts and `size` its body size. */
   records: Array<{ type: 'put'; id: string; off: number; size: number } | { type: 'del'; id: string }>;
-  /** Bytes after the last valid record (torn tail). */
-  tornBytes: number;
+  /** Where it holds no valid record (a torn tail, or damage). */
+  bad: BadRegion[];
+}
+
+/** A segment with damage (not just a torn tail): kept aside for a person when it is done with. */
+export function isDamaged(s: SegmentSummary): boolean {
+  return s.bad.some((b) => b.kind === 'corrupt');
 }
 
 interface JournalOptions {
   fsync: boolean;
+  /** Where damaged segments go once their valid records are checkpointed. */
+  damagedDir: string;
+  onKeptAside?: (from: string, to: string) => void;
   segmentBytes: number;
   onSyncError: (e: unknown) => void;
 }
@@ -82,7 +93,7 @@ export function readSegments(walDir: string): SegmentSummary[] {
       if (isCode(e, 'ENOENT')) continue; // checkpointed meanwhile (offline reader of a live spool)
       throw e;
     }
-    const { records, validBytes } = decodeJournal(buf);
+    const { records, bad } = decodeJournal(buf);
     const summary: SegmentSummary['records'] = [];
     for (const r of records) {
       if (r.type === 'del') summary.push({ type: 'del', id: r.id });
@@ -94,9 +105,38 @@ export function readSegments(walDir: string): SegmentSummary[] {
           size: decodePreamble(r.image).bodyLen,
         });
     }
-    out.push({ seq, path, size: buf.length, records: summary, tornBytes: buf.length - validBytes });
+    out.push({ seq, path, size: buf.length, records: summary, bad });
   }
   return out.sort((a, b) => a.seq - b.seq);
+}
+
+/** The message image of the last valid PUT of `id` in a segment, if the segment is still there. */
+export async function journalCopy(path: string, id: string): Promise<Buffer | undefined> {
+  const buf = await fsp.readFile(path).catch(() => undefined);
+  if (!buf) return undefined;
+  let image: Buffer | undefined;
+  for (const r of decodeJournal(buf).records) {
+    if (r.id === id) image = r.type === 'put' ? r.image : undefined;
+  }
+  return image;
+}
+
+/** quarantine/'s files grouped by queue id, oldest first (sync: small, and rarely asked for). */
+export function listQuarantine(dir: string): Array<{ id: string; files: string[] }> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return [];
+    throw e;
+  }
+  const byId = new Map<string, string[]>();
+  for (const name of names.sort()) {
+    const id = name.slice(0, 16);
+    if (!/^[0-9A-HJKMNP-TV-Z]{16}$/.test(id)) continue;
+    byId.set(id, [...(byId.get(id) ?? []), name]);
+  }
+  return [...byId].map(([id, files]) => ({ id, files }));
 }
 
 export class Journal {
@@ -134,6 +174,7 @@ export class Journal {
         sealed: true,
         writing: false,
         puts: s.records.flatMap((r) => (r.type === 'put' ? [r.id] : [])),
+        ...(isDamaged(s) ? { damaged: true } : {}),
         openedAt: 0,
         sealedAt: 0,
         waiters: [],
@@ -177,11 +218,28 @@ export class Journal {
       throw new Error('journal: can only drop the oldest sealed segment');
     await seg.fh?.close();
     seg.fh = undefined;
-    await fsp.rm(seg.path, { force: true });
+    if (seg.damaged) await this.keepAside(seg);
+    else await fsp.rm(seg.path, { force: true });
     // Until this is durable, a crash would replay the segment's PUTs.
     if (this.opts.fsync) await this.dirFh.sync();
     this.segments.shift();
     this.bytes -= seg.size;
+  }
+
+  /** A rename (no new space needed, also on a full disk), durable before the segment counts as gone. */
+  private async keepAside(seg: Segment): Promise<void> {
+    const to = join(this.opts.damagedDir, `${segmentFileName(seg.seq)}.${Date.now()}`);
+    await fsp.mkdir(this.opts.damagedDir, { recursive: true });
+    await fsp.rename(seg.path, to);
+    if (this.opts.fsync) {
+      const fh = await fsp.open(this.opts.damagedDir, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    this.opts.onKeptAside?.(seg.path, to);
   }
 
   async close(): Promise<void> {

@@ -21,6 +21,10 @@ import type { QueuedMessage } from './types.ts';
 export const TMP_DIR = 'tmp';
 export const QUEUE_DIR = 'queue';
 export const WAL_DIR = 'wal';
+/** Journal segments found damaged, kept for a person once their valid records are safe elsewhere. */
+export const DAMAGED_DIR = 'damaged';
+/** Files of messages that cannot be delivered as they are (unreadable, or without their body): kept, out of the delivery path. */
+export const QUARANTINE_DIR = 'quarantine';
 
 export interface Dirs {
   queueDir: string;
@@ -52,6 +56,13 @@ export interface ScanResult {
   garbage: string[];
   /** Names in queue/ that the spool did not write. */
   unknown: string[];
+  /**
+   * State files whose message is neither in queue/ nor in the journal (its file was deleted, or
+   * its journal record damaged): not deleted, they go to quarantine/.
+   */
+  orphans: string[];
+  /** Messages whose journal record was in a damaged or torn region and that exist nowhere else. */
+  lost: Array<{ id: string; segment: string; kind: 'torn' | 'corrupt' }>;
 }
 
 /**
@@ -113,9 +124,21 @@ export function buildIndex(queueDir: string, segments: readonly SegmentSummary[]
     add(id, f.size, j ? j.seg : -1, -1);
   }
   for (const [id, j] of journal) if (!files.has(id)) add(id, j.size, j.seg, j.off);
-  for (const [id, st] of states) if (!files.has(id) && !journal.has(id)) garbage.push(st.name);
+  const orphans: string[] = [];
+  for (const [id, st] of states) if (!files.has(id) && !journal.has(id)) orphans.push(st.name);
   entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { entries, garbage, unknown };
+  const lost: ScanResult['lost'] = [];
+  const seen = new Set<string>();
+  for (const s of segments) {
+    for (const b of s.bad) {
+      for (const id of b.ids) {
+        if (seen.has(id) || files.has(id) || journal.has(id) || deleted.has(id)) continue;
+        seen.add(id);
+        lost.push({ id, segment: s.path, kind: b.kind });
+      }
+    }
+  }
+  return { entries, garbage, unknown, orphans, lost };
 }
 
 export function messagePath(queueDir: string, e: { id: string; size: number }): string {

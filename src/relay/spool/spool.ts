@@ -16,7 +16,7 @@
  * Opening rebuilds the index from the journal's records and the file names in queue/.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { promises as fsp, mkdirSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -33,19 +33,30 @@ import {
   imageLength,
   messageFileName,
   PREAMBLE_SIZE,
+  SpoolFormatError,
   stateFileName,
 } from './format.ts';
 import { GroupCommit } from './group-commit.ts';
 import { IdGenerator, idTime } from './ids.ts';
-import { Journal, type JournalItem, readSegments, type Segment } from './journal.ts';
+import {
+  Journal,
+  type JournalItem,
+  journalCopy,
+  listQuarantine,
+  readSegments,
+  type Segment,
+  segmentPath,
+} from './journal.ts';
 import {
   buildIndex,
   checkFormat,
+  DAMAGED_DIR,
   type Dirs,
   failedStream,
   type IndexEntry,
   messagePath,
   openBodyStream,
+  QUARANTINE_DIR,
   readEnvelope,
   spoolDirs,
   statePath,
@@ -55,9 +66,11 @@ import { acquireLock, isCode, type LockHandle } from './lock.ts';
 import { RecentMessages } from './recent.ts';
 import type {
   NewMessage,
+  QuarantinedMessage,
   QueuedMessage,
   QueueEntry,
   Spool,
+  SpoolDamageEvent,
   SpoolIoStats,
   SpoolStats,
   SpoolWriter,
@@ -91,6 +104,8 @@ export interface OpenSpoolOptions {
   purpose?: string;
   /** A lock of another host is stale after this long without heartbeat. */
   lockStaleMs?: number;
+  /** Damage found in the spool's own files (also logged, with the message ids): for metrics. */
+  onDamage?: (e: SpoolDamageEvent) => void;
 }
 
 /** What openSpool returns: the Spool contract plus a few extras. */
@@ -101,6 +116,8 @@ export interface RelaySpool extends Spool {
   reschedule(id: string, nextAttemptAt: number): Promise<boolean>;
   /** Make every journal-resident message durable in its own file and empty the journal. */
   checkpoint(): Promise<void>;
+  /** Messages kept in quarantine/ (not delivered), oldest first. */
+  quarantined(): QuarantinedMessage[];
 }
 
 const DEFAULTS = {
@@ -186,6 +203,7 @@ class SpoolImpl implements RelaySpool {
   private readonly io = { fileSyncs: 0, dirSyncs: 0, checkpoints: 0, checkpointedMessages: 0 };
   private readonly minFreeBytes: number;
   private readonly onSyncError = (e: unknown) => this.fail(e);
+  private readonly onDamage: (e: SpoolDamageEvent) => void;
 
   private constructor(
     readonly dir: string,
@@ -198,6 +216,7 @@ class SpoolImpl implements RelaySpool {
     this.dirs = spoolDirs(dir);
     this.tmpDir = join(dir, TMP_DIR);
     this.minFreeBytes = opts.minFreeBytes ?? 100 * 1024 * 1024;
+    this.onDamage = opts.onDamage ?? (() => {});
     // Without fsync there is no durability to amortise: skip the journal.
     this.journalOpts = opts.journal === false || !fsync ? undefined : { ...DEFAULTS, ...opts.journal };
     this.dirCommit = new GroupCommit(async () => {
@@ -230,20 +249,82 @@ class SpoolImpl implements RelaySpool {
     for (const name of leftovers) rmSync(join(tmpDir, name), { force: true, recursive: true });
 
     const segments = readSegments(walDir);
+    const damage: SpoolDamageEvent[] = [];
+    const onDamage = (e: SpoolDamageEvent) => {
+      damage.push(e);
+      opts.onDamage?.(e);
+    };
     for (const s of segments) {
-      if (s.tornBytes > 0)
-        logger.warn({ segment: s.path, bytes: s.tornBytes }, 'spool: journal tail cut, ignored');
+      for (const b of s.bad) {
+        const where = { segment: s.path, offset: b.start, bytes: b.end - b.start, ids: b.ids };
+        if (b.kind === 'torn')
+          logger.warn(
+            where,
+            'spool: journal tail cut (an append a crash interrupted: never acknowledged), ignored',
+          );
+        else
+          logger.error(
+            where,
+            `spool: damaged journal record(s) skipped, the records after them recovered; the segment is kept in ${DAMAGED_DIR}/`,
+          );
+      }
     }
     const scan = buildIndex(queueDir, segments);
     for (const name of scan.garbage) unlinkSync(join(queueDir, name));
     if (scan.unknown.length)
       logger.warn({ dir, files: scan.unknown.slice(0, 20) }, 'spool: unknown files in queue/');
+    for (const l of scan.lost) {
+      if (l.kind === 'torn') continue; // an append that never returned: nothing was acknowledged
+      logger.error(
+        { queueId: l.id, segment: l.segment },
+        'spool: message lost to journal damage, cannot be recovered',
+      );
+      onDamage({ kind: 'lost', id: l.id, reason: 'damaged journal record' });
+    }
+    for (const s of segments) {
+      for (const b of s.bad) {
+        if (b.kind === 'corrupt' && b.ids.length === 0) {
+          logger.error(
+            { segment: s.path, offset: b.start },
+            'spool: a damaged journal record names no legible queue id: a message may be lost',
+          );
+          onDamage({ kind: 'lost', reason: 'damaged journal record without a legible id' });
+        }
+      }
+    }
+    const quarantineDir = join(dir, QUARANTINE_DIR);
+    const lostIds = new Set(scan.lost.map((l) => l.id));
+    for (const name of scan.orphans) {
+      // Never deleted: the delivery state of a message whose body went missing is evidence.
+      const id = name.slice(0, 16);
+      try {
+        mkdirSync(quarantineDir, { recursive: true });
+        renameSync(join(queueDir, name), join(quarantineDir, name));
+      } catch (err) {
+        logger.error({ err, file: name }, 'spool: cannot move a state file to quarantine/; left in queue/');
+        continue;
+      }
+      logger.error(
+        { queueId: id, file: name },
+        lostIds.has(id)
+          ? 'spool: message quarantined: its journal record was damaged, only its delivery state is left'
+          : 'spool: message quarantined: its message file is missing, only its delivery state is left',
+      );
+      onDamage({ kind: 'quarantined', id, reason: 'message body missing' });
+    }
+    if (fsync && scan.orphans.length) {
+      await syncDir(queueDir);
+      await syncDir(quarantineDir).catch(() => {});
+    }
 
     const queueDirFh = await fsp.open(queueDir, 'r');
     const spool = new SpoolImpl(dir, lock, logger, fsync, queueDirFh, opts);
     try {
       spool.journal = await Journal.open(walDir, segments, {
         fsync,
+        damagedDir: join(dir, DAMAGED_DIR),
+        onKeptAside: (from, to) =>
+          logger.warn({ from, to }, 'spool: damaged journal segment kept aside for inspection'),
         segmentBytes: spool.journalOpts?.segmentBytes ?? DEFAULTS.segmentBytes,
         onSyncError: spool.onSyncError,
       });
@@ -268,6 +349,7 @@ class SpoolImpl implements RelaySpool {
         removedLeftovers: leftovers.length,
         removedGarbage: scan.garbage.length,
         journalSegments: segments.length,
+        ...(damage.length ? { damage: damage.length } : {}),
         ms: Math.round(performance.now() - started),
       },
       'spool opened',
@@ -297,12 +379,101 @@ class SpoolImpl implements RelaySpool {
       const e = this.index.get(id);
       if (!e) return undefined;
       try {
-        return await readEnvelope(this.dirs, e);
+        const msg = await readEnvelope(this.dirs, e);
+        // A state file alone is no message: its body must still be there.
+        if (e.gen > 0 && e.off < 0) await fsp.stat(messagePath(this.dirs.queueDir, e));
+        return msg;
       } catch (err) {
-        // The files moved under us (checkpoint, update, remove): look again.
-        if (!isCode(err, 'ENOENT') || attempt >= 3) throw err;
+        // The files moved under us (checkpoint, update, remove): look again. Still unreadable:
+        // recover from another copy or quarantine, never an error on every attempt.
+        const moved = isCode(err, 'ENOENT') && attempt < 3;
+        if (moved) continue;
+        if (!isCode(err, 'ENOENT') && !(err instanceof SpoolFormatError)) throw err;
+        return this.serial(id, () => this.recover(e, err));
       }
     }
+  }
+
+  quarantined(): QuarantinedMessage[] {
+    return listQuarantine(join(this.dir, QUARANTINE_DIR));
+  }
+
+  /** get() found a message's files unreadable (and not just moved): runs in serial(id). */
+  private async recover(e: IndexEntry, cause: unknown): Promise<QueuedMessage | undefined> {
+    if (this.index.get(e.id) !== e) return undefined;
+    try {
+      const msg = await readEnvelope(this.dirs, e); // changed meanwhile after all?
+      if (e.gen > 0 && e.off < 0) await fsp.stat(messagePath(this.dirs.queueDir, e));
+      return msg;
+    } catch (err) {
+      cause = err;
+    }
+    const why = cause instanceof Error ? cause.message : String(cause);
+    const q = join(this.dir, QUARANTINE_DIR);
+    if (e.gen > 0) {
+      // The state file is the bad part if the message's own envelope still reads: an older but
+      // whole copy (recipients already delivered may get the message twice, none loses it).
+      const original = await readEnvelope(this.dirs, { ...e, gen: 0 }).catch(() => undefined);
+      if (original) {
+        await this.quarantineFile(statePath(this.dirs.queueDir, e), q);
+        e.gen = 0;
+        await this.writeState(e, { ...original, nextAttemptAt: e.nextAttemptAt });
+        this.logger.warn(
+          { queueId: e.id, err: why },
+          "spool: delivery state unreadable, recovered from the message's original envelope (kept the bad file in quarantine/)",
+        );
+        this.onDamage({ kind: 'recovered', id: e.id, reason: 'state file unreadable' });
+        return readEnvelope(this.dirs, e);
+      }
+    }
+    if (e.off < 0 && e.seg >= 0) {
+      // Its journal record is still on disk (checkpointed, segment not yet dropped): rewrite the file from it.
+      const image = await journalCopy(segmentPath(this.dirs.walDir, e.seg), e.id);
+      if (image) {
+        const name = messageFileName(e.id, e.size);
+        await this.quarantineFile(join(this.dirs.queueDir, name), q);
+        const tmp = join(this.tmpDir, name);
+        await writeNewFile(tmp, [image], this.fsync, this.onSyncError);
+        await fsp.rename(tmp, join(this.dirs.queueDir, name));
+        await this.syncQueueDir();
+        this.logger.warn(
+          { queueId: e.id, err: why },
+          'spool: message file unreadable, recovered from the journal',
+        );
+        this.onDamage({ kind: 'recovered', id: e.id, reason: 'message file unreadable' });
+        return readEnvelope(this.dirs, e);
+      }
+    }
+    // Nothing to deliver from: keep what is left, out of the delivery path.
+    this.index.delete(e.id);
+    this.recent.drop(e.id);
+    this.totalBytes -= e.size;
+    if (e.off < 0) await this.quarantineFile(messagePath(this.dirs.queueDir, e), q);
+    if (e.gen > 0) await this.quarantineFile(statePath(this.dirs.queueDir, e), q);
+    if (e.seg >= 0) {
+      const seg = this.journal.segments.find((x) => x.seq === e.seg);
+      if (seg) seg.damaged = true; // kept aside instead of deleted, with this message's record
+      await this.journal.append({ bufs: encodeDelRecord(e.id) }).catch(() => {});
+    } else await this.syncQueueDir();
+    this.logger.error(
+      { queueId: e.id, err: why },
+      'spool: message quarantined: its files cannot be read (kept in quarantine/, not delivered)',
+    );
+    this.onDamage({ kind: 'quarantined', id: e.id, reason: why });
+    return undefined;
+  }
+
+  /** A rename into quarantine/ (no new space needed); never overwrites an earlier one. */
+  private async quarantineFile(from: string, q: string): Promise<void> {
+    await fsp.mkdir(q, { recursive: true });
+    const base = from.slice(from.lastIndexOf('/') + 1);
+    try {
+      await fsp.rename(from, join(q, `${base}.${Date.now().toString(36)}`));
+    } catch (err) {
+      if (!isCode(err, 'ENOENT')) throw err;
+      return;
+    }
+    if (this.fsync) await syncDir(q);
   }
 
   openBody(id: string): NodeJS.ReadableStream {

@@ -132,3 +132,19 @@ export interface Spool {
   writable(): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/**
+ * What the spool found wrong with its own files, for metrics. 'lost': a message that cannot be
+ * recovered (its only copy was damaged); 'quarantined': kept in quarantine/, out of delivery;
+ * 'recovered': read from another copy (the journal, or its original envelope).
+ */
+export type SpoolDamageEvent =
+  | { kind: 'lost'; id?: string; reason: string }
+  | { kind: 'quarantined'; id: string; reason: string }
+  | { kind: 'recovered'; id: string; reason: string };
+
+/** A message kept in quarantine/: its files, for `queue list` and a person to look at. */
+export interface QuarantinedMessage {
+  id: string;
+  files: string[];
+}

@@ -150,22 +150,40 @@ describe('journal records', () => {
     expect(put?.type === 'put' && put.image.equals(concat(image))).toBe(true);
   });
 
-  it('stop at a torn tail', () => {
+  it('a torn tail is an incomplete last record', () => {
     for (const cut of [1, 10, 25, stream.length - 40]) {
-      const { records, validBytes } = decodeJournal(stream.subarray(0, stream.length - cut));
+      const { records, validBytes, bad } = decodeJournal(stream.subarray(0, stream.length - cut));
       expect(records.length).toBeLessThan(2);
       expect(validBytes).toBeLessThan(stream.length);
+      expect(bad).toHaveLength(1);
+      expect(bad[0]!.kind).toBe('torn');
     }
   });
 
-  it('stop at a corrupted record', () => {
+  it('a corrupted record costs that record only: the reader resynchronises on the next', () => {
     const damaged = Buffer.from(stream);
     damaged[60] = (damaged[60] ?? 0) ^ 0xff;
-    expect(decodeJournal(damaged)).toEqual({ records: [], validBytes: 0 });
+    const { records, bad } = decodeJournal(damaged);
+    expect(records.map((r) => [r.type, r.id])).toEqual([['del', ID]]);
+    expect(bad).toEqual([{ start: 0, end: records[0]!.offset, kind: 'corrupt', ids: [ID] }]);
+    // A damaged header (magic gone) too: found by scanning for the next valid record.
+    const header = Buffer.from(stream);
+    header[1] = 0;
+    expect(decodeJournal(header).records.map((r) => r.type)).toEqual(['del']);
+    expect(decodeJournal(header).bad[0]).toMatchObject({ kind: 'corrupt', ids: [] });
   });
 
-  it('stop at zero fill (preallocated or sparse tail)', () => {
-    const { records } = decodeJournal(Buffer.concat([stream, Buffer.alloc(4096)]));
+  it('a complete last record that fails its checksum is damage, not a torn append', () => {
+    const damaged = Buffer.from(stream);
+    damaged[damaged.length - 1] = damaged[damaged.length - 1]! ^ 0x01;
+    const { records, bad } = decodeJournal(damaged);
+    expect(records.map((r) => r.type)).toEqual(['put']);
+    expect(bad[0]).toMatchObject({ kind: 'corrupt' });
+  });
+
+  it('zero fill (preallocated or sparse tail) is a torn tail', () => {
+    const { records, bad } = decodeJournal(Buffer.concat([stream, Buffer.alloc(4096)]));
     expect(records.length).toBe(2);
+    expect(bad.map((b) => b.kind)).toEqual(['torn']);
   });
 });
