@@ -15,6 +15,7 @@ command -v smtp-sink >/dev/null || missing+=(postfix)
 command -v swaks >/dev/null || missing+=(swaks)
 command -v swaks >/dev/null && swaks_tls || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus) # promtool and prometheus: alert and dashboard tests
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -38,11 +39,12 @@ fi
 step "Test control plane (etcd + kube-apiserver; built from Go modules once, then cached)"
 npm run --silent control-plane -- build
 
-step "Typecheck, lint, generated CRDs and docs/reference.md up to date"
+step "Typecheck, lint, generated CRDs, docs/reference.md and deploy/monitoring up to date"
 npx tsc -p tsconfig.json --noEmit
 npx biome check .
 npm run --silent crds:check
 npm run --silent reference:check
+npm run --silent monitoring:check
 
 step "Tests"
 report="$(mktemp -t email-relay-vitest-XXXXXX.json)"
