@@ -146,7 +146,7 @@ export const ROWS: { title: string; panels: Panel[] }[] = [
 
 /** Grafana 10+ dashboard model (schemaVersion 39), datasource picked by a variable. */
 export function dashboard(): Record<string, unknown> {
-  const ds = { type: 'prometheus', uid: '${datasource}' };
+  const ds = { type: 'prometheus', uid: '$' + '{datasource}' }; // Grafana's variable, not a template literal
   const panels: unknown[] = [];
   let id = 1;
   let y = 0;
