@@ -120,11 +120,17 @@ export async function startRelay(
   const stop = (reason = 'stop') =>
     (stopping ??= (async () => {
       draining = true;
-      const deadline = Date.now() + config.shutdownGraceSeconds * 1000;
+      // The kubelet kills the pod terminationGracePeriodSeconds after SIGTERM: transactions and
+      // attempts get the grace period less a margin, in which every session left hears 421 and
+      // the spool closes.
+      const grace = config.shutdownGraceSeconds * 1000;
+      const margin = Math.min(2000, grace * 0.2);
+      const end = Date.now() + grace - margin / 2;
+      const deadline = Date.now() + grace - margin;
       logger.info({ reason, graceSeconds: config.shutdownGraceSeconds }, 'draining: refusing new sessions');
       await inbound.drain(deadline);
       await delivery.stop(deadline);
-      await inbound.close();
+      await inbound.close(Math.max(Date.now(), end));
       await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
       http?.closeAllConnections();
       await new Promise<void>((r) => (control ? control.close(() => r()) : r()));

@@ -32,6 +32,10 @@ export const replies = {
   noStorage: () => new SmtpReplyError(452, '4.3.1 Insufficient system storage', 'storage'),
   tooManyRecipients: () => new SmtpReplyError(452, '4.5.3 Error: too many recipients', 'recipients'),
   shuttingDown: () => new SmtpReplyError(421, '4.3.2 Service shutting down', 'shutdown'),
+  /** No session slot left (for the client's class: inside or outside the allowed networks). */
+  portsBusy: () => new SmtpReplyError(421, '4.3.2 All server ports are busy', 'connection_limit'),
+  /** A command (or the DATA phase) not completed in time, however slowly the client trickled bytes. */
+  timeout: () => new SmtpReplyError(421, '4.4.2 Error: timeout exceeded', 'timeout'),
   bareLineEnding: () =>
     new SmtpReplyError(
       550,

@@ -21,6 +21,7 @@ import { UserFile } from './auth.ts';
 import { MessageFilter, receivedHeader } from './message-filter.ts';
 import { PolicyGate } from './policy-gate.ts';
 import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
+import { ConnectionSlots, type GuardedConnection, guardCommands, type SlotClass } from './session-guard.ts';
 import { watchTlsFiles } from './tls-reload.ts';
 
 export interface InboundDeps {
@@ -43,6 +44,7 @@ interface Connection {
   init(): void;
   on(event: string, fn: (arg: unknown) => void): void;
   remoteAddress: string;
+  _socket: Socket;
   session: SMTPServerSession;
   secure: boolean;
   _dataStream: unknown;
@@ -71,11 +73,13 @@ export class InboundServer {
   private readonly clients = new WeakMap<SMTPServerSession, ClientInfo>();
   private stopTlsWatch: (() => void) | undefined;
   private readonly users: UserFile | undefined;
+  private readonly slots: ConnectionSlots;
 
   constructor(private readonly deps: InboundDeps) {
     const { config } = deps;
     const smtp = config.smtp;
     this.networks = new Networks(config.access.allow);
+    this.slots = new ConnectionSlots(smtp.maxClients);
     this.users = smtp.auth ? new UserFile(smtp.auth.usersFile) : undefined;
     this.gate = new PolicyGate(new PolicySet(config.policies), deps.metrics, deps.logger);
     this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
@@ -156,10 +160,31 @@ export class InboundServer {
       return send(r.code, r.text, false);
     };
     conn.handler_ETRN = (command, callback) => this.etrn(conn, command.toString(), callback);
+    const unguard = guardCommands(
+      conn as unknown as GuardedConnection,
+      this.deps.config.smtp.idleTimeoutSeconds * 1000,
+      () => {
+        this.deps.logger.info(
+          { client: normalizeAddress(conn.remoteAddress) },
+          'command timeout: closing the session',
+        );
+        const r = replies.timeout();
+        conn.send(r.responseCode, r.message, false);
+      },
+    );
+    let release: (() => void) | undefined;
+    socket.once('close', () => {
+      unguard();
+      release?.();
+    });
     conn.init = () => {
-      conn._setListeners(() => {
-        if (this.server.connections.size > (conn._server.options.maxClients ?? Number.POSITIVE_INFINITY)) {
-          return conn.send(421, '4.3.2 All server ports are busy', false);
+      conn._setListeners(async () => {
+        const cls = await this.slotClass(conn.remoteAddress);
+        release = this.slots.take(cls);
+        if (socket.destroyed) return release?.(); // gone while we looked it up: the close handler already ran
+        if (!release) {
+          const r = replies.portsBusy();
+          return conn.send(r.responseCode, r.message, false);
         }
         // With a greet delay, smtp-server refuses a client that talks before the 220 (pregreet).
         const delay = this.deps.config.smtp.greetDelaySeconds * 1000;
@@ -168,6 +193,15 @@ export class InboundServer {
       });
     };
     conn.init();
+  }
+
+  /** Clients that may relay take maxClients' slots; the others a small pool of their own. */
+  private async slotClass(remoteAddress: string): Promise<SlotClass> {
+    const addr = normalizeAddress(remoteAddress);
+    if (this.networks.contains(addr)) return 'inside';
+    const att = this.deps.attribution;
+    const pod = att ? await att.lookup(addr, 0) : undefined;
+    return pod?.namespace && att!.admitted(pod.namespace) ? 'inside' : 'outside';
   }
 
   private etrn(conn: Connection, command: string, callback: () => void): void {
@@ -221,11 +255,26 @@ export class InboundServer {
     }
   }
 
-  /** Stops listening and drops whatever is left. */
-  async close(): Promise<void> {
+  /**
+   * Stops listening; every session still open (also one in DATA) hears 421 4.3.2. A client that
+   * does not close its side by `deadline` (ms epoch) is cut off: the relay must exit before the
+   * kubelet's SIGKILL, not wait out smtp-server's half-close timer.
+   */
+  async close(deadline = Date.now() + 1000): Promise<void> {
     this.stopTlsWatch?.();
-    for (const conn of this.connections) conn.send(421, '4.3.2 Service shutting down', false);
-    await new Promise<void>((resolve) => this.server.server.close(() => resolve()));
+    const r = replies.shuttingDown();
+    for (const conn of this.connections) conn.send(r.responseCode, r.message, false);
+    const closed = new Promise<void>((resolve) => this.server.server.close(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      closed,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      }),
+    ]);
+    clearTimeout(timer);
+    for (const conn of this.connections) conn._socket.destroy();
+    await closed;
   }
 
   private inTransaction(conn: Connection): boolean {

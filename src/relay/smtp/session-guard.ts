@@ -1,0 +1,80 @@
+/**
+ * Two limits on hostile or broken clients that smtp-server has no hook for.
+ *
+ * Slots: clients that may relay (inside `access.allow`, or pods of admitted namespaces) share
+ * `maxClients`; everyone else gets a small pool of its own, so a thousand outsiders that can
+ * never relay cannot lock out one client that can. An outsider past its pool is refused at once.
+ *
+ * Command deadline: smtp-server's idle timeout restarts with every byte, so a client trickling
+ * one byte every few seconds keeps a session forever. Here the bound runs from the last complete
+ * command, and nothing else extends it: a session that does not complete a command within it is
+ * closed with 421. It does not count while the client waits for us (a handler that has not
+ * answered yet) or during DATA (bounded as a whole by dataTimeoutSeconds).
+ */
+
+export type SlotClass = 'inside' | 'outside';
+
+/** Outsiders' own pool: a twentieth of maxClients, at least 10, at most maxClients. */
+export function outsiderSlots(maxClients: number): number {
+  return Math.min(maxClients, Math.max(10, Math.ceil(maxClients / 20)));
+}
+
+export class ConnectionSlots {
+  private readonly used: Record<SlotClass, number> = { inside: 0, outside: 0 };
+  private readonly limit: Record<SlotClass, number>;
+
+  constructor(maxClients: number, outside = outsiderSlots(maxClients)) {
+    this.limit = { inside: maxClients, outside };
+  }
+
+  /** A release function, or undefined when the class's slots are all taken. */
+  take(cls: SlotClass): (() => void) | undefined {
+    if (this.used[cls] >= this.limit[cls]) return undefined;
+    this.used[cls]++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.used[cls]--;
+    };
+  }
+
+  inUse(cls: SlotClass): number {
+    return this.used[cls];
+  }
+}
+
+/** What the deadline needs of smtp-server's connection object. */
+export interface GuardedConnection {
+  _onCommand(command: Buffer | string, callback?: () => void): unknown;
+  _dataStream: unknown;
+  _handlerPending?: boolean;
+  _closing?: boolean;
+  _closed?: boolean;
+}
+
+/**
+ * Arms the command deadline on a connection; `expire` sends the 421 (which closes it). Returns
+ * the function that disarms it (call on close).
+ */
+export function guardCommands(conn: GuardedConnection, timeoutMs: number, expire: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(fire, timeoutMs);
+    timer.unref();
+  };
+  const fire = () => {
+    if (conn._closing || conn._closed) return;
+    // The client owes us nothing now: the deadline starts again once it does.
+    if (conn._dataStream || conn._handlerPending) return arm();
+    expire();
+  };
+  const onCommand = conn._onCommand.bind(conn);
+  conn._onCommand = (command, callback) => {
+    arm();
+    return onCommand(command, callback);
+  };
+  arm();
+  return () => clearTimeout(timer);
+}
