@@ -32,7 +32,7 @@ async function relay(args: string[]): Promise<void> {
     ...(values.config ? { file: values.config } : {}),
     flags: values,
   });
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, { addresses: config.logAddresses });
   const { startRelay } = await import('./relay/relay.ts');
   const relay = await startRelay(config, logger);
   let signals = 0;

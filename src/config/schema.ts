@@ -193,6 +193,13 @@ export const configSchema = z
       .prefault({}),
     shutdownGraceSeconds: seconds.default(30).describe('On SIGTERM, time to finish in-flight transactions'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    logAddresses: z
+      .enum(['plain', 'mask', 'hash'])
+      .default('plain')
+      .describe(
+        'Mail addresses in logs: plain, mask (j***@example.com) or hash (h-<keyed hash>@example.com, key from ' +
+          'EMAIL_RELAY_LOG_HASH_KEY); the domain stays, field names never change',
+      ),
   })
   .strict();
 

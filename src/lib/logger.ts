@@ -1,10 +1,40 @@
 import pino, { type Logger } from 'pino';
+import { type AddressRedaction, addressRedactor, redactValue } from './redact.ts';
 
 export type { Logger };
 
+export interface LoggerOptions {
+  /** Mask or hash mail addresses in every log line (fields and message); default plain. */
+  addresses?: AddressRedaction;
+  /** Key of `hash` (EMAIL_RELAY_LOG_HASH_KEY): without it, a known address can be hashed and matched. */
+  hashKey?: string;
+}
+
 /** One JSON line per event on stdout: what log collectors on Kubernetes expect. */
-export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime });
+export function createLogger(
+  level: string = process.env.LOG_LEVEL ?? 'info',
+  opts: LoggerOptions = {},
+  destination?: pino.DestinationStream,
+): Logger {
+  const mode = opts.addresses ?? 'plain';
+  const redact = addressRedactor(mode, opts.hashKey ?? process.env['EMAIL_RELAY_LOG_HASH_KEY'] ?? '');
+  const options: pino.LoggerOptions = {
+    level,
+    base: undefined,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    // Only when asked: plain logging pays nothing for the option.
+    ...(mode === 'plain'
+      ? {}
+      : {
+          hooks: {
+            logMethod(args, method) {
+              const redacted = args.map((a) => redactValue(a, redact)) as Parameters<typeof method>;
+              method.apply(this, redacted);
+            },
+          },
+        }),
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 /** A logger that drops everything, for tests and library use. */

@@ -283,6 +283,13 @@ export const emailRelaySpecSchema = withCel(
           'On SIGTERM, time to finish transactions in flight; the pod gets this plus the preStop delay',
         ),
       logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+      logAddresses: z
+        .enum(['plain', 'mask', 'hash'])
+        .default('plain')
+        .describe(
+          'Mail addresses in the relay logs: plain, mask (j***@example.com) or hash (h-<keyed hash>@example.com); ' +
+            'for privacy rules',
+        ),
     })
     .describe('Desired state of an SMTP relay'),
   [

@@ -87,6 +87,8 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
     policies: policies.map(compilePolicy),
     shutdownGraceSeconds: spec.shutdownGraceSeconds,
     logLevel: spec.logLevel,
+    // Only when set: existing relays keep their config hash (no rollout for an unused option).
+    ...(spec.logAddresses !== 'plain' ? { logAddresses: spec.logAddresses } : {}),
   };
   return parseConfig(input, 'rendered relay configuration');
 }
