@@ -38,7 +38,7 @@ const PROMQL_WORDS = new Set([
 ]);
 
 /** Metric names in a PromQL expression: identifiers that are not functions, keywords or label names. */
-export function metricNames(expr: string): string[] {
+function metricNames(expr: string): string[] {
   const stripped = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""')
     .replace(/\{[^}]*\}/g, '')
