@@ -1,0 +1,3 @@
+module email-relay/pause
+
+go 1.22
