@@ -6,8 +6,9 @@ import { createLogger } from './lib/logger.ts';
 const USAGE = `usage:
   email-relay relay [--config FILE] [--listen HOST:PORT] [--http HOST:PORT]
                     [--upstream URL] [--spool DIR] [--allow CIDR]... [--hostname FQDN]
+                    [--drain-only]
   email-relay operator [--kubeconfig FILE] [--namespace NS]... [--http HOST:PORT]
-  email-relay queue list|show ID|flush|delete ID|retry ID  [--spool DIR] [--config FILE] [--json]
+  email-relay queue list|show ID|flush|delete ID|retry ID|drain  [--spool DIR] [--config FILE] [--json]
 `;
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration. */
@@ -24,15 +25,22 @@ async function relay(args: string[]): Promise<void> {
       spool: { type: 'string' },
       allow: { type: 'string', multiple: true },
       hostname: { type: 'string' },
+      'drain-only': { type: 'boolean' },
     },
     strict: true,
     allowPositionals: false,
   });
+  const { 'drain-only': drainOnly, ...flags } = values;
   const config = await loadConfig({
     ...(values.config ? { file: values.config } : {}),
-    flags: values,
+    flags,
   });
   const logger = createLogger(config.logLevel, { addresses: config.logAddresses });
+  if (drainOnly) {
+    const { runDrainOnly } = await import('./relay/drain-only.ts');
+    const report = await runDrainOnly(config, logger);
+    process.exit(report.left ? 1 : 0);
+  }
   const { startRelay } = await import('./relay/relay.ts');
   const relay = await startRelay(config, logger);
   let signals = 0;
@@ -49,6 +57,8 @@ async function relay(args: string[]): Promise<void> {
       },
     );
   };
+  // `queue drain` stops the relay once its queue is empty.
+  void relay.done.then(() => process.exit(0));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
 }

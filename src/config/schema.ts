@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { peersSchema } from './peers.ts';
 import { policySchema } from './policy.ts';
 import { cidr, hostPort, labelSelector, seconds } from './primitives.ts';
 
@@ -191,6 +192,7 @@ export const configSchema = z
         delayWarningSeconds: seconds.default(0).describe('Send a delay DSN after this long (0: never)'),
       })
       .prefault({}),
+    peers: peersSchema,
     shutdownGraceSeconds: seconds.default(30).describe('On SIGTERM, time to finish in-flight transactions'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     logAddresses: z

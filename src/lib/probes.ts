@@ -16,6 +16,8 @@ export interface Readiness {
 export function createProbeServer(
   registry: Registry,
   readiness: () => Promise<Readiness> | Readiness,
+  /** Extra read-only JSON documents by path, e.g. the relay's /summary. */
+  documents: Record<string, () => Promise<unknown>> = {},
 ): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -42,8 +44,17 @@ export function createProbeServer(
           (err: Error) => reply(500, `metrics failed: ${err.message}\n`),
         );
         return;
-      default:
+      default: {
+        const doc = Object.hasOwn(documents, path ?? '') ? documents[path!] : undefined;
+        if (doc) {
+          doc().then(
+            (body) => reply(200, `${JSON.stringify(body)}\n`, 'application/json'),
+            (err: Error) => reply(500, `${err.message}\n`),
+          );
+          return;
+        }
         return reply(404, 'not found: try /healthz, /readyz or /metrics\n');
+      }
     }
   });
 }

@@ -9,7 +9,12 @@ import { join } from 'node:path';
  * The socket lives in the spool directory, so only whoever can touch the spool can use it.
  */
 
-export type ControlRequest = { cmd: 'flush' } | { cmd: 'retry'; id: string } | { cmd: 'delete'; id: string };
+export type ControlRequest =
+  | { cmd: 'flush' }
+  | { cmd: 'retry'; id: string }
+  | { cmd: 'delete'; id: string }
+  /** Go unready, wait, stop taking mail, hand the queue to peers (or deliver it), then stop. */
+  | { cmd: 'drain'; unreadySeconds?: number };
 export type ControlReply = { ok: true; result?: unknown } | { ok: false; error: string };
 export type ControlHandler = (req: ControlRequest) => Promise<ControlReply>;
 

@@ -13,7 +13,7 @@ import {
 import type { QueuedMessage } from './spool/types.ts';
 
 const USAGE =
-  'usage: email-relay queue list|show ID|flush|delete ID|retry ID [--spool DIR] [--config FILE] [--json]';
+  'usage: email-relay queue list|show ID|flush|delete ID|retry ID|drain [--spool DIR] [--config FILE] [--json] [--unready-seconds S]';
 
 /**
  * `email-relay queue`: mailq / postqueue -f / postsuper -d for the relay's spool. Reads go to the
@@ -27,6 +27,7 @@ export async function queueCommand(args: string[]): Promise<number> {
       spool: { type: 'string' },
       config: { type: 'string', short: 'c' },
       json: { type: 'boolean', default: false },
+      'unready-seconds': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -83,6 +84,19 @@ export async function queueCommand(args: string[]): Promise<number> {
       if (!done) return fail(`${id}: no such message in ${dir}`);
       out(`${id}: ${action === 'delete' ? 'deleted' : 'due now'}\n`);
       return 0;
+    }
+    case 'drain': {
+      // The running relay goes unready, stops taking mail, hands its queue to its peers (or
+      // delivers it) and stops; this waits for the report.
+      const unreadySeconds = Number(values['unready-seconds'] ?? 10);
+      if (!Number.isFinite(unreadySeconds) || unreadySeconds < 0) return usage();
+      const timeout =
+        (unreadySeconds + config.shutdownGraceSeconds + config.peers.drainTimeoutSeconds + 60) * 1000;
+      const reply = await sendControl(controlSocketPath(dir), { cmd: 'drain', unreadySeconds }, timeout);
+      if (!reply) return fail(`no relay is running on ${dir}`);
+      if (!reply.ok) return fail(reply.error);
+      out(values.json ? `${JSON.stringify(reply.result)}\n` : `drained: ${JSON.stringify(reply.result)}\n`);
+      return (reply.result as { left?: number }).left ? 1 : 0;
     }
     default:
       return usage();

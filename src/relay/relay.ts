@@ -11,10 +11,16 @@ import { installFastDotStuffing } from './delivery/dot-stuff.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
 import { createRelayMetrics, type RelayMetrics } from './metrics.ts';
+import { PeerDirectory } from './peers/directory.ts';
+import { type DrainReport, deliverWith, drainQueue } from './peers/drain.ts';
+import { HandoffServer } from './peers/handoff-server.ts';
+import { leavingForGood } from './peers/leaving.ts';
+import { PeerTrust } from './peers/trust.ts';
 import { installFastDataScan } from './smtp/data-scan.ts';
 import { InboundServer } from './smtp/server.ts';
 import { openSpool } from './spool/index.ts';
 import type { Spool } from './spool/types.ts';
+import { SummarySource } from './summary.ts';
 
 export interface Relay {
   config: RelayConfig;
@@ -23,8 +29,17 @@ export interface Relay {
   spool: Spool;
   delivery: DeliveryAgent;
   metrics: RelayMetrics;
-  /** SIGTERM path: stop taking mail, finish transactions and attempts, keep the queue on disk. */
+  /** The peer listener (hand-off), when peers.listen is set. */
+  peers?: AddressInfo;
+  /**
+   * SIGTERM path: stop taking mail, finish transactions and attempts, then hand the queue to
+   * peers if this relay leaves for good (peers.drainOnShutdown), else keep it on disk.
+   */
   stop(reason?: string): Promise<void>;
+  /** `queue drain`: go unready, stop taking mail, hand off or deliver everything, then stop. */
+  drain(unreadySeconds?: number): Promise<DrainReport>;
+  /** Resolves once the relay has stopped (after stop() or a drain). */
+  readonly done: Promise<void>;
 }
 
 /** Opens the spool, starts delivery, then the SMTP, HTTP and control listeners. */
@@ -51,9 +66,12 @@ export async function startRelay(
     logger.warn('nodemailer DataStream not found: upstream DATA uses its slower per-byte dot-stuffing');
   if (!(await installFastDataScan()))
     logger.warn('smtp-server SMTPStream not found: inbound DATA uses its slower per-byte scan');
-  const delivery = createDeliveryAgent({ config, spool, metrics, logger });
+  const newAgent = () => createDeliveryAgent({ config, spool, metrics, logger });
+  let delivery = newAgent();
   watchSpoolFilesystem(metrics, spool.dir);
   let draining = false;
+  let leaving = false;
+  let handedOff = 0;
   const kube = config.access.kubernetes;
   const attribution: Attribution | undefined = kube.enabled
     ? startKubeAttribution({
@@ -70,6 +88,28 @@ export async function startRelay(
     logger,
     onQueued: (entry) => delivery.enqueue(entry),
     onEtrn: () => delivery.flush(),
+  });
+  const peersConfig = config.peers;
+  const handoff = peersConfig.listen
+    ? new HandoffServer({
+        listen: peersConfig.listen,
+        hostname: config.hostname,
+        spool,
+        trust: new PeerTrust(peersConfig, attribution),
+        logger,
+        onQueued: (entry) => delivery.enqueue(entry),
+        refusing: () => draining,
+        closeTimeoutMs: config.shutdownGraceSeconds * 1000,
+      })
+    : undefined;
+  const summary = new SummarySource({
+    hostname: config.hostname,
+    spool,
+    delivery: () => delivery,
+    metrics,
+    draining: () => leaving,
+    accepting: () => !draining,
+    handoff: () => ({ handedOff, received: handoff?.received ?? 0 }),
   });
 
   /** /readyz, and the same answer as a gauge so an alert sees a pod that stays unready. */
@@ -89,16 +129,24 @@ export async function startRelay(
   let http: Server | undefined;
   let httpAddress: AddressInfo | undefined;
   let control: NetServer | undefined;
+  let peersAddress: AddressInfo | undefined;
   try {
     delivery.start();
     smtp = await inbound.listen();
+    peersAddress = await handoff?.listen();
     if (config.http) {
-      http = createProbeServer(metrics.registry, readiness);
+      http = createProbeServer(metrics.registry, readiness, { '/summary': () => summary.summary() });
       const { host, port } = splitHostPort(config.http);
       httpAddress = await listenHttp(http, host, port);
     }
-    control = await listenControl(controlSocketPath(spool.dir), (req) => handleControl(delivery, req));
+    control = await listenControl(controlSocketPath(spool.dir), (req) =>
+      req.cmd === 'drain'
+        ? drain(req.unreadySeconds).then((result) => ({ ok: true as const, result }))
+        : handleControl(delivery, req),
+    );
   } catch (err) {
+    summary.stop();
+    await handoff?.close().catch(() => undefined);
     await delivery.stop(Date.now()).catch(() => undefined);
     await attribution?.stop().catch(() => undefined);
     await spool.close().catch(() => undefined);
@@ -116,31 +164,100 @@ export async function startRelay(
     'relay started',
   );
 
-  let stopping: Promise<void> | undefined;
-  const stop = (reason = 'stop') =>
+  const directory = new PeerDirectory(
+    peersConfig,
+    peersAddress ? { host: peersAddress.address, port: peersAddress.port } : undefined,
+  );
+  let stopping: Promise<DrainReport | undefined> | undefined;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => {
+    resolveDone = r;
+  });
+  /** handOff: true (drain), false, or 'ask' (SIGTERM: peers.drainOnShutdown decides). */
+  const shutdown = (reason: string, handOff: boolean | 'ask', unreadyMs = 0) =>
     (stopping ??= (async () => {
       draining = true;
-      // The kubelet kills the pod terminationGracePeriodSeconds after SIGTERM: transactions and
-      // attempts get the grace period less a margin, in which every session left hears 421 and
-      // the spool closes.
-      const grace = config.shutdownGraceSeconds * 1000;
-      const margin = Math.min(2000, grace * 0.2);
-      const end = Date.now() + grace - margin / 2;
-      const deadline = Date.now() + grace - margin;
-      logger.info({ reason, graceSeconds: config.shutdownGraceSeconds }, 'draining: refusing new sessions');
-      await inbound.drain(deadline);
-      await delivery.stop(deadline);
-      await inbound.close(Math.max(Date.now(), end));
-      await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
-      http?.closeAllConnections();
-      await new Promise<void>((r) => (control ? control.close(() => r()) : r()));
-      await attribution?.stop();
-      const left = spool.stats().messages;
-      await spool.close();
-      logger.info({ queued: left }, 'relay stopped; queued mail stays in the spool');
+      let report: DrainReport | undefined;
+      let inboundClosed = false;
+      try {
+        // Unready first; keep serving until the Services have forgotten this pod.
+        if (unreadyMs) await new Promise((r) => setTimeout(r, unreadyMs));
+        // The kubelet kills the pod terminationGracePeriodSeconds after SIGTERM: transactions and
+        // attempts get the grace period less a margin, in which every session left hears 421 and
+        // the spool closes. A hand-off comes after that, within peers.drainTimeoutSeconds (which
+        // the operator adds to the pod's grace period).
+        const grace = config.shutdownGraceSeconds * 1000;
+        const margin = Math.min(2000, grace * 0.2);
+        const end = Date.now() + grace - margin / 2;
+        const deadline = Date.now() + grace - margin;
+        logger.info({ reason, graceSeconds: config.shutdownGraceSeconds }, 'draining: refusing new sessions');
+        await inbound.drain(deadline);
+        await delivery.stop(deadline);
+        await inbound.close(Math.max(Date.now(), end));
+        inboundClosed = true;
+        leaving =
+          handOff === 'ask'
+            ? spool.stats().messages > 0 &&
+              (await leavingForGood(peersConfig, {
+                ...(kube.kubeconfig ? { kubeconfig: kube.kubeconfig } : {}),
+                logger,
+              }))
+            : handOff;
+        if (leaving && spool.stats().messages > 0) {
+          report = await drainQueue(
+            {
+              spool,
+              directory,
+              hostname: config.hostname,
+              logger,
+              deliverUntil: deliverWith(newAgent, spool, (a) => {
+                delivery = a as typeof delivery;
+              }),
+              onHandedOff: () => handedOff++,
+            },
+            Date.now() + peersConfig.drainTimeoutSeconds * 1000,
+          );
+        }
+      } finally {
+        summary.stop();
+        await handoff?.close();
+        if (!inboundClosed) await inbound.close(Date.now());
+        await new Promise<void>((r) => (http ? http.close(() => r()) : r()));
+        http?.closeAllConnections();
+        await new Promise<void>((r) => (control ? control.close(() => r()) : r()));
+        await attribution?.stop();
+        const left = spool.stats().messages;
+        await spool.close();
+        logger.info(
+          { queued: left },
+          left ? 'relay stopped; queued mail stays in the spool' : 'relay stopped',
+        );
+        resolveDone();
+      }
+      return report;
     })());
+  const stop = async (reason = 'stop') => {
+    await shutdown(reason, 'ask');
+  };
+  const drain = async (unreadySeconds = 0) => {
+    const report = await shutdown('queue drain', true, unreadySeconds * 1000);
+    return report ?? { handedOff: 0, delivered: 0, left: spool.stats().messages, seconds: 0 };
+  };
 
-  return { config, smtp, ...(httpAddress ? { http: httpAddress } : {}), spool, delivery, metrics, stop };
+  return {
+    config,
+    smtp,
+    ...(httpAddress ? { http: httpAddress } : {}),
+    ...(peersAddress ? { peers: peersAddress } : {}),
+    spool,
+    get delivery() {
+      return delivery;
+    },
+    metrics,
+    stop,
+    drain,
+    done,
+  };
 }
 
 /** Free and total bytes of the spool filesystem, read when Prometheus scrapes (for the disk alert). */

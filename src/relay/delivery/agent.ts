@@ -13,7 +13,7 @@ import { retryDelayMs } from './schedule.ts';
 import { Scheduler } from './scheduler.ts';
 import { type Notices, type Settlement, settle } from './settle.ts';
 import { UpstreamPool } from './transport.ts';
-import type { DeliveryAgent, DeliveryDeps } from './types.ts';
+import type { DeliveryAgent, DeliveryDeps, RouteState } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
 
 /** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
@@ -28,6 +28,9 @@ interface Upstream {
   env: NodeJS.ProcessEnv;
   /** A route: mail of these sender domains only. */
   senderDomains?: string[];
+  /** What /summary reports (RouteState). */
+  lastSuccessAt?: number;
+  lastRefusal?: { reply: string; at: number };
 }
 
 /** Consecutive connection failures that open the circuit breaker while the upstream was healthy. */
@@ -149,6 +152,34 @@ export class Agent implements DeliveryAgent {
     return this.scheduler.inFlight;
   }
 
+  routeStates(): RouteState[] {
+    return this.upstreams().map((up) => ({
+      name: up.name,
+      ...(up.senderDomains ? { senderDomains: up.senderDomains } : {}),
+      state: up.breaker.state(),
+      ...(up.lastSuccessAt ? { lastSuccessAt: up.lastSuccessAt } : {}),
+      ...(up.lastRefusal ? { lastRefusal: up.lastRefusal } : {}),
+      ...(up.breaker.reopenAt ? { reopenAt: up.breaker.reopenAt } : {}),
+    }));
+  }
+
+  /**
+   * Upstream health from one transaction: any recipient taken is a success; the same refusal
+   * for every recipient of a command other than RCPT TO (the dial, EHLO, AUTH, MAIL FROM, DATA)
+   * is the upstream refusing the relay itself, e.g. Google's "550 5.7.0 Mail relay denied".
+   */
+  private track(up: Upstream, t: TransactionReport): void {
+    if (!t.replies.length) return; // not dialed (open breaker) or shutting down
+    if (t.recipients.some((r) => r.outcome === 'sent')) {
+      up.lastSuccessAt = this.now();
+      return;
+    }
+    const first = t.recipients[0];
+    if (!first || first.command === 'RCPT TO' || first.outcome === 'sent') return;
+    if (t.recipients.every((r) => r.reply === first.reply))
+      up.lastRefusal = { reply: first.reply, at: this.now() };
+  }
+
   async stop(deadline: number): Promise<void> {
     await this.scheduler.stop(deadline);
     await Promise.all(this.upstreams().map((up) => up.pool.close()));
@@ -216,7 +247,10 @@ export class Agent implements DeliveryAgent {
             spool,
             maxRecipients: config.upstream.maxRecipientsPerTransaction,
             now: this.now,
-            onTransaction: (t) => this.report(msg, t, up.name),
+            onTransaction: (t) => {
+              this.track(up, t);
+              this.report(msg, t, up.name);
+            },
           },
           signal,
         )

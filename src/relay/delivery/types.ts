@@ -12,6 +12,21 @@ export interface DeliveryDeps {
   now?: () => number;
 }
 
+/** What one upstream (the default smarthost or a route) is doing, for the relay's /summary. */
+export interface RouteState {
+  /** host:port */
+  name: string;
+  senderDomains?: string[];
+  /** The circuit breaker over dialing it. */
+  state: 'closed' | 'open' | 'half-open';
+  /** ms epoch: last transaction that delivered at least one recipient. */
+  lastSuccessAt?: number;
+  /** Last refusal of a whole transaction by the upstream (its reply as given), or a failed dial. */
+  lastRefusal?: { reply: string; at: number };
+  /** ms epoch when an open breaker lets a probe through. */
+  reopenAt?: number;
+}
+
 /**
  * Takes due messages from the spool and delivers them upstream (Postfix's qmgr + smtp client):
  * per-recipient outcomes, retry with backoff, bounces (DSN) and expiry.
@@ -27,6 +42,8 @@ export interface DeliveryAgent {
   retry(id: string): boolean;
   /** `queue delete ID`: drop a message (waits for an in-flight attempt on it); false if unknown. */
   delete(id: string): Promise<boolean>;
+  /** State of each upstream (routes first, then the default); empty when writing to the outbox. */
+  routeStates(): RouteState[];
   /** Messages being delivered right now. */
   inFlight(): number;
   /** Stop starting attempts; wait for in-flight ones until the deadline (ms epoch), then abort them. */

@@ -37,7 +37,7 @@ import {
   stateFileName,
 } from './format.ts';
 import { GroupCommit } from './group-commit.ts';
-import { IdGenerator, idTime } from './ids.ts';
+import { IdGenerator, idTime, isQueueId } from './ids.ts';
 import {
   Journal,
   type JournalItem,
@@ -184,6 +184,8 @@ class SpoolImpl implements RelaySpool {
   private readonly dirs: Dirs;
   private readonly tmpDir: string;
   private readonly index = new Map<string, IndexEntry>();
+  /** Messages handed over by a peer with ids older than the index's first: candidates for oldest. */
+  private readonly olderThanFirst = new Set<string>();
   private readonly recent = new RecentMessages();
   private totalBytes = 0;
   private readonly ids = new IdGenerator();
@@ -359,11 +361,17 @@ class SpoolImpl implements RelaySpool {
 
   // --- Spool -------------------------------------------------------------------------------------
 
-  async begin(): Promise<SpoolWriter> {
+  async begin(opts: { id?: string } = {}): Promise<SpoolWriter> {
     this.assertUsable();
     const tmp = join(this.tmpDir, `r${this.tmpPrefix}-${(this.tmpCounter++).toString(36)}`);
     // The id is known from the first byte on, so the Received: header can carry it (as Postfix's does).
-    let id = this.ids.next();
+    let id = opts.id ?? this.ids.next();
+    if (opts.id !== undefined) {
+      // A peer's message keeps its id (and so its arrival time): see relay/peers/handoff-format.ts.
+      if (!isQueueId(id)) throw new TypeError(`begin: ${id} is not a queue id`);
+      if (this.index.has(id) || [...this.writers].some((w) => w.id === id))
+        throw Object.assign(new Error(`queue id ${id} is in use`), { code: 'EEXIST' });
+    }
     while (this.index.has(id)) id = this.ids.next();
     const w = new Writer(this, id, tmp, Math.max(SPILL_BYTES, this.journalOpts?.inlineMaxBytes ?? 0));
     this.writers.add(w);
@@ -544,6 +552,12 @@ class SpoolImpl implements RelaySpool {
 
   stats(): SpoolStats {
     const first = this.index.values().next();
+    let oldest = first.done ? undefined : first.value.receivedAt;
+    for (const id of this.olderThanFirst) {
+      const e = this.index.get(id);
+      if (!e) this.olderThanFirst.delete(id);
+      else if (oldest === undefined || e.receivedAt < oldest) oldest = e.receivedAt;
+    }
     const io: SpoolIoStats = {
       fileSyncs: this.io.fileSyncs,
       dirSyncs: this.io.dirSyncs,
@@ -557,7 +571,7 @@ class SpoolImpl implements RelaySpool {
     return {
       messages: this.index.size,
       bytes: this.totalBytes,
-      oldestReceivedAt: first.done ? undefined : first.value.receivedAt,
+      oldestReceivedAt: oldest,
       io,
     };
   }
@@ -621,7 +635,7 @@ class SpoolImpl implements RelaySpool {
       size: w.size,
       receivedAt,
       nextAttemptAt: receivedAt,
-      attempts: 0,
+      attempts: meta.attempts ?? 0,
     };
     const env = encodeEnvelope(msg);
     const entry: IndexEntry = {
@@ -648,6 +662,8 @@ class SpoolImpl implements RelaySpool {
     } else {
       await this.commitFile(w, id, env);
     }
+    const first = this.index.keys().next();
+    if (!first.done && id < first.value) this.olderThanFirst.add(id);
     this.index.set(id, entry);
     this.totalBytes += entry.size;
     return msg;

@@ -47,6 +47,8 @@ export interface NewMessage {
   smtputf8?: boolean;
   /** A DSN we generated: never bounced itself. */
   isBounce?: boolean;
+  /** Attempts already made (a message handed over by a peer); default 0. */
+  attempts?: number;
 }
 
 export interface QueuedMessage extends Omit<NewMessage, 'recipients'> {
@@ -113,8 +115,11 @@ export interface SpoolIoStats {
 
 export interface Spool {
   readonly dir: string;
-  /** Start receiving a message into the spool. */
-  begin(): Promise<SpoolWriter>;
+  /**
+   * Start receiving a message into the spool. `id`: keep a peer's queue id (it dates the message);
+   * throws with code EEXIST when that id is queued or being received here already.
+   */
+  begin(opts?: { id?: string }): Promise<SpoolWriter>;
   /** Full envelope of one message, read from disk; undefined if not queued. */
   get(id: string): Promise<QueuedMessage | undefined>;
   /** The message bytes, streamed from disk (never held whole in memory). */
