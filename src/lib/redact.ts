@@ -26,12 +26,12 @@ export function addressRedactor(mode: AddressRedaction, key = ''): (text: string
 }
 
 /** A deep copy of a log object with every address in its string values redacted; Errors kept as they are. */
-export function redactValue(value: unknown, redact: (text: string) => string, depth = 0): unknown {
+export function redactValue(value: unknown, redact: (text: string) => string, maxDepth = 8): unknown {
   if (typeof value === 'string') return redact(value);
-  if (depth > 8 || value === null || typeof value !== 'object' || value instanceof Error) return value;
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, redact, depth + 1));
+  if (maxDepth <= 0 || value === null || typeof value !== 'object' || value instanceof Error) return value;
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, redact, maxDepth - 1));
   if (Object.getPrototypeOf(value) !== Object.prototype) return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = redactValue(v, redact, depth + 1);
+  for (const [k, v] of Object.entries(value)) out[k] = redactValue(v, redact, maxDepth - 1);
   return out;
 }
