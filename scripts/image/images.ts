@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { DEFAULT_PATH, RELAY_CONTRACT, RUNTIME_UID } from './contract.ts';
 import { type ImageResult, type RuntimeConfig, writeOciArchive } from './oci.ts';
-import { addUsers, Rootfs, sharedLibraries } from './rootfs.ts';
+import { addBase, Rootfs, sharedLibraries } from './rootfs.ts';
 
 // The three images the node tests run, built from this checkout and the host's own binaries:
 //   relay  - the product: the Dockerfile's final stage, without Docker (see contract.ts)
@@ -127,7 +127,7 @@ async function addNode(fs: Rootfs): Promise<void> {
 
 async function relaySpec(log: Log): Promise<Spec> {
   const fs = new Rootfs();
-  addUsers(fs, RUNTIME_UID);
+  addBase(fs, RUNTIME_UID);
   await addNode(fs);
   const dist = await compiledDist(log);
   for (const { from, to } of RELAY_CONTRACT.app) {
@@ -172,7 +172,11 @@ async function compiledDist(log: Log): Promise<string> {
     const e = err as { stdout?: string; stderr?: string };
     throw new Error(`tsc -p tsconfig.build.json failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
   }
-  await rename(tmp, out);
+  // Another build (a parallel test project) may have finished the same dist first: keep that one.
+  await rename(tmp, out).catch(async (err: NodeJS.ErrnoException) => {
+    await rm(tmp, { recursive: true, force: true });
+    if (!existsSync(out)) throw err;
+  });
   await pruneOldest(dirname(out), (f) => !f.includes('.tmp-'), KEEP);
   return out;
 }
@@ -235,7 +239,7 @@ function skipStdlib(rel: string): boolean {
 
 async function clientSpec(): Promise<Spec> {
   const fs = new Rootfs();
-  addUsers(fs, RUNTIME_UID);
+  addBase(fs, RUNTIME_UID);
   await addNode(fs);
   await addProductionModules(fs, '/app/node_modules', (k) => k === 'node_modules/nodemailer');
   const py = await hostPython();

@@ -156,13 +156,19 @@ export async function sharedLibraries(...binaries: string[]): Promise<string[]> 
   return [...libs].sort();
 }
 
-/** /etc/passwd and /etc/group naming root and the 65532 "nonroot" user, as distroless has them. */
-export function addUsers(fs: Rootfs, uid: number): void {
+/**
+ * What distroless's base gives a program and this rootfs would otherwise lack: /etc/passwd and
+ * /etc/group naming root and the "nonroot" user, an nsswitch.conf, a home and a sticky /tmp.
+ */
+export function addBase(fs: Rootfs, uid: number): void {
   fs.data(
     '/etc/passwd',
     `root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:${uid}:${uid}:nonroot:/home/nonroot:/sbin/nologin\n`,
   );
   fs.data('/etc/group', `root:x:0:\nnonroot:x:${uid}:\n`);
+  // Without it glibc asks DNS before /etc/hosts, and a DNS NXDOMAIN then hides the pod's own
+  // /etc/hosts entries (its hostname, hostAliases).
+  fs.data('/etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files dns\n');
   fs.dir('/home/nonroot', { mode: 0o700, uid, gid: uid });
   fs.dir('/root', { mode: 0o700 });
   // Sticky and world-writable; with a read-only root a pod mounts an emptyDir here if it writes.

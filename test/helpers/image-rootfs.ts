@@ -1,8 +1,9 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { existsSync, mkdirSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { imageCacheDir } from '../../scripts/image/images.ts';
 import type { RuntimeConfig } from '../../scripts/image/oci.ts';
 
 const execFileP = promisify(execFile);
@@ -17,28 +18,61 @@ export interface ExtractedImage {
 
 /**
  * Unpacks an OCI archive the way a runtime would: index.json -> manifest -> config + layer, the
- * layer extracted with Debian's tar as root (owners and modes as stored).
+ * layer extracted with Debian's tar as root (owners and modes as stored). Kept under the image
+ * cache by manifest digest (content-addressed: same digest, same bytes), so a warm run unpacks nothing.
  */
-export async function extractImage(archive: string, under: string): Promise<ExtractedImage> {
-  const dir = await mkdtemp(join(under, 'img-'));
-  const layout = join(dir, 'layout');
-  const rootfs = join(dir, 'rootfs');
-  await mkdir(layout);
-  await mkdir(rootfs);
-  await execFileP('tar', ['-xf', archive, '-C', layout]);
-  const blob = (digest: string) => join(layout, 'blobs', 'sha256', digest.replace(/^sha256:/, ''));
-  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as ExtractedImage['index'];
-  const manifest = JSON.parse(await readFile(blob(index.manifests[0]!.digest), 'utf8')) as {
-    config: { digest: string };
-    layers: { digest: string }[];
-  };
-  const imageConfig = JSON.parse(
-    await readFile(blob(manifest.config.digest), 'utf8'),
-  ) as ExtractedImage['imageConfig'];
-  for (const layer of manifest.layers) {
-    await execFileP('tar', ['-xzf', blob(layer.digest), '-C', rootfs, '--same-owner', '--same-permissions']);
+export async function extractImage(archive: string): Promise<ExtractedImage> {
+  const index = JSON.parse(
+    (await execFileP('tar', ['-xOf', archive, 'index.json'])).stdout,
+  ) as ExtractedImage['index'];
+  const digest = index.manifests[0]!.digest.replace(/^sha256:/, '');
+  const root = join(imageCacheDir(), 'rootfs');
+  const dir = join(root, digest.slice(0, 24));
+  const done = join(dir, 'config.json');
+  if (!existsSync(done)) {
+    await mkdir(root, { recursive: true });
+    const tmp = await mkdtemp(join(root, '.tmp-'));
+    try {
+      const layout = join(tmp, 'layout');
+      await mkdir(layout);
+      await mkdir(join(tmp, 'rootfs'));
+      await execFileP('tar', ['-xf', archive, '-C', layout]);
+      const blob = (d: string) => join(layout, 'blobs', 'sha256', d.replace(/^sha256:/, ''));
+      const manifest = JSON.parse(await readFile(blob(index.manifests[0]!.digest), 'utf8')) as {
+        config: { digest: string };
+        layers: { digest: string }[];
+      };
+      for (const layer of manifest.layers) {
+        await execFileP('tar', [
+          '-xzf',
+          blob(layer.digest),
+          '-C',
+          join(tmp, 'rootfs'),
+          '--same-owner',
+          '--same-permissions',
+        ]);
+      }
+      await writeFile(join(tmp, 'config.json'), await readFile(blob(manifest.config.digest)));
+      await rm(layout, { recursive: true });
+      await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+        if (!existsSync(done)) throw err; // a parallel run got there first otherwise
+      });
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+    await pruneRootfs(root);
   }
-  return { rootfs, config: imageConfig.config, imageConfig, index };
+  const imageConfig = JSON.parse(await readFile(done, 'utf8')) as ExtractedImage['imageConfig'];
+  return { rootfs: join(dir, 'rootfs'), config: imageConfig.config, imageConfig, index };
+}
+
+/** Unpacked images kept: the current relay, client and pause, and a previous generation. */
+async function pruneRootfs(root: string): Promise<void> {
+  const dirs = (await readdir(root)).filter((d) => !d.startsWith('.'));
+  const dated = await Promise.all(dirs.map(async (d) => ({ d, t: (await stat(join(root, d))).mtimeMs })));
+  for (const { d } of dated.sort((a, b) => b.t - a.t).slice(6)) {
+    await rm(join(root, d), { recursive: true, force: true });
+  }
 }
 
 /** True when this process may chroot and mount (root); the image run tests need it. */

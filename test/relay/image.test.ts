@@ -33,7 +33,7 @@ describe.skipIf(!runnable)('images from scripts/image, run without Docker', () =
     work = await mkdtemp(join(tmpdir(), 'email-relay-image-test-'));
     // One after another: each cold build is CPU-bound (tsc, gzip, go build).
     const extracted = async (kind: 'relay' | 'client' | 'pause') =>
-      extractImage((await buildImage({ kind })).archive, work);
+      extractImage((await buildImage({ kind })).archive);
     relay = await extracted('relay');
     client = await extracted('client');
     pause = await extracted('pause');
@@ -65,6 +65,8 @@ describe.skipIf(!runnable)('images from scripts/image, run without Docker', () =
     expect(tmp.mode & 0o7777).toBe(0o1777);
     const passwd = await readFile(join(relay.rootfs, 'etc/passwd'), 'utf8');
     expect(passwd).toContain(`nonroot:x:${RUNTIME_UID}:${RUNTIME_UID}:`);
+    // /etc/hosts (the pod's own name, hostAliases) before DNS, as on distroless.
+    expect(await readFile(join(relay.rootfs, 'etc/nsswitch.conf'), 'utf8')).toMatch(/^hosts: files dns$/m);
     // The production dependencies are there, the dev ones are not.
     await expect(stat(join(relay.rootfs, 'app/node_modules/smtp-server/package.json'))).resolves.toBeTruthy();
     await expect(stat(join(relay.rootfs, 'app/node_modules/vitest'))).rejects.toThrow(/ENOENT/);
