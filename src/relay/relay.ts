@@ -16,7 +16,6 @@ import { type DrainReport, deliverWith, drainQueue } from './peers/drain.ts';
 import { HandoffServer } from './peers/handoff-server.ts';
 import { leavingForGood } from './peers/leaving.ts';
 import { PeerTrust } from './peers/trust.ts';
-import { installFastDataScan } from './smtp/data-scan.ts';
 import { InboundServer } from './smtp/server.ts';
 import { openSpool } from './spool/index.ts';
 import type { Spool } from './spool/types.ts';
@@ -61,11 +60,9 @@ export async function startRelay(
   });
   metrics.spoolQuarantined.set(spool.quarantined().length); // also those of earlier runs
   for (const outcome of ['lost', 'quarantined', 'recovered']) metrics.spoolDamage.inc({ outcome }, 0);
-  // Byte-identical replacements for two per-byte loops in our SMTP libraries (see each module).
-  if (!(await installFastDotStuffing()))
-    logger.warn('nodemailer DataStream not found: upstream DATA uses its slower per-byte dot-stuffing');
-  if (!(await installFastDataScan()))
-    logger.warn('smtp-server SMTPStream not found: inbound DATA uses its slower per-byte scan');
+  // A byte-identical replacement for nodemailer's per-byte dot-stuffing loop (the inbound DATA
+  // scan is installed by the smtp-server adapter); throws on a nodemailer version not tested.
+  await installFastDotStuffing();
   const newAgent = () => createDeliveryAgent({ config, spool, metrics, logger });
   let delivery = newAgent();
   watchSpoolFilesystem(metrics, spool.dir);

@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
 import type { Transform, TransformCallback } from 'node:stream';
-import { fileURLToPath } from 'node:url';
-import { replaceMethodOnce } from '../../lib/replace-method.ts';
+import { replaceMethod } from '../../lib/library-contract.ts';
+import { type DataStreamClass, loadDataStream, NODEMAILER_CONTRACT } from './nodemailer-adapter.ts';
 
 /**
  * The DATA encoding every upstream transaction streams through: bare CR and bare LF become CRLF,
@@ -9,6 +8,7 @@ import { replaceMethodOnce } from '../../lib/replace-method.ts';
  * `DataStream._transform` with a JavaScript loop over every byte: the top function when relaying
  * 5 MB messages (bench/README.md). This is the same transform, byte for byte (test/unit/delivery/
  * dot-stuff.test.ts compares the two on fuzzed input), finding CR and LF with Buffer.indexOf.
+ * The DataStream fields it keeps are listed, with their meaning, in nodemailer-adapter.ts's contract.
  */
 
 const LF = 0x0a;
@@ -90,21 +90,14 @@ function fastTransform(
   done();
 }
 
-interface DataStreamClass {
-  prototype: { _transform: Transform['_transform'] };
+/** nodemailer's DataStream class (see nodemailer-adapter.ts). */
+export function loadNodemailerDataStream(): Promise<DataStreamClass> {
+  return loadDataStream();
 }
 
-/** nodemailer's DataStream class: not in its package exports, so found next to smtp-connection. */
-export async function loadNodemailerDataStream(): Promise<DataStreamClass | undefined> {
-  const url = new URL('./data-stream.js', import.meta.resolve('nodemailer/lib/smtp-connection'));
-  if (!existsSync(fileURLToPath(url))) return undefined;
-  const mod = (await import(url.href)) as { default?: DataStreamClass };
-  return typeof mod.default?.prototype?._transform === 'function' ? mod.default : undefined;
+/** Swaps nodemailer's per-byte loop for dotStuffChunk; throws on a nodemailer version not tested. */
+export async function installFastDotStuffing(): Promise<true> {
+  const cls = await loadDataStream();
+  replaceMethod(NODEMAILER_CONTRACT, 'DataStream', cls.prototype, '_transform', fastTransform);
+  return true;
 }
-
-/** Swaps nodemailer's per-byte loop for dotStuffChunk (false if its class was not found). */
-export const installFastDotStuffing = replaceMethodOnce(
-  loadNodemailerDataStream,
-  '_transform',
-  fastTransform,
-);

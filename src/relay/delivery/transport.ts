@@ -8,6 +8,7 @@ import type { RelayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { CircuitBreaker } from './breaker.ts';
 import { readCredentials, type UpstreamCredentials } from './credentials.ts';
+import { envelopeRejections } from './nodemailer-adapter.ts';
 import {
   localDeferral,
   oneLine,
@@ -371,12 +372,6 @@ function replyClasses(info: SMTPConnection.SentMessageInfo): ReplyClass[] {
   const classes: ReplyClass[] = ['2xx'];
   for (const e of (info.rejectedErrors ?? []) as RejectedError[]) classes.push(verdictOfError(e).class);
   return classes;
-}
-
-/** nodemailer keeps RCPT refusals of a failed transaction on its private envelope; read them if there. */
-function envelopeRejections(conn: SMTPConnection): RejectedError[] {
-  const env = (conn as unknown as { _envelope?: { rejectedErrors?: unknown } })._envelope;
-  return Array.isArray(env?.rejectedErrors) ? (env.rejectedErrors as RejectedError[]) : [];
 }
 
 /** Waits for `p`, or throws the abort reason as soon as the signal fires. */

@@ -48,8 +48,7 @@ export class HandoffServer {
       disableReverseLookup: true,
       logger: false,
       closeTimeout: deps.closeTimeoutMs ?? 5000,
-      // biome-ignore lint/suspicious/noExplicitAny: option missing from @types/smtp-server
-      ...({ maxRecipients: 100_000 } as any),
+      maxRecipients: 100_000,
       onConnect: (session, cb) => {
         deps.trust.identify(session.remoteAddress).then((peer) => {
           if (!peer) {

@@ -1,5 +1,4 @@
-import type { PassThrough } from 'node:stream';
-import { replaceMethodOnce } from '../../lib/replace-method.ts';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 
 /**
  * smtp-server's DATA parser (`SMTPStream._feedDataStream`) with one change: it finds the next
@@ -7,7 +6,8 @@ import { replaceMethodOnce } from '../../lib/replace-method.ts';
  * JavaScript loop (17 % of the relay's busy time at 5 MB messages, bench/README.md). Everything
  * else, including the end-of-data and smuggling rules, is smtp-server 3.21's code as it is; a unit
  * test (test/unit/smtp/data-scan.test.ts) feeds both the same fuzzed, randomly chunked DATA and
- * compares what comes out. Installed over the prototype at start, like delivery/dot-stuff.ts.
+ * compares what comes out. smtp-server-adapter.ts installs it over the prototype at start; the
+private fields it uses are listed, with their meaning, in that module's contract.
  */
 
 const LF_DOT = Buffer.from('\n.');
@@ -17,18 +17,10 @@ const DOT = 0x2e;
 
 type Done = (err?: Error | null) => void;
 
-/** The parts of smtp-server's SMTPStream the parser uses. */
-interface SmtpStreamState {
-  _dataStream: PassThrough;
-  _lastBytes: Buffer | false;
-  _atDataStart: boolean;
-  _countDataBytes(len: number): void;
-  _endDataMode(chunk: Buffer | false, remainder: Buffer, done: Done): void;
-  _feedDataStream(chunk: Buffer, done: Done): void;
-}
-
-export function feedDataStream(this: SmtpStreamState, input: Buffer, done: Done): void {
+export function feedDataStream(this: SMTPStream, input: Buffer, done: Done): void {
   const dataStream = this._dataStream;
+  // only called in data mode, which always has a stream (smtp-server's own code relies on it too)
+  if (!dataStream) throw new Error('SMTPStream._feedDataStream outside data mode');
   let chunk = input;
   const last = this._lastBytes || undefined;
   if (last?.length) {
@@ -88,15 +80,7 @@ export function feedDataStream(this: SmtpStreamState, input: Buffer, done: Done)
   dataStream.once('close', onDrain);
 }
 
-interface SmtpStreamClass {
-  prototype: { _feedDataStream: unknown };
+/** smtp-server's SMTPStream class (for the test that compares both scans). */
+export async function loadSmtpStream(): Promise<typeof SMTPStream> {
+  return SMTPStream;
 }
-
-/** smtp-server's SMTPStream class (exported as smtp-server/lib/smtp-stream). */
-export async function loadSmtpStream(): Promise<SmtpStreamClass | undefined> {
-  const mod = (await import('smtp-server/lib/smtp-stream.js')) as { SMTPStream?: SmtpStreamClass };
-  return typeof mod.SMTPStream?.prototype?._feedDataStream === 'function' ? mod.SMTPStream : undefined;
-}
-
-/** Swaps in feedDataStream (false, smtp-server left as it is, if its class was not found). */
-export const installFastDataScan = replaceMethodOnce(loadSmtpStream, '_feedDataStream', feedDataStream);

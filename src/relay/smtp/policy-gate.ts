@@ -16,13 +16,13 @@ import { RateCounter } from '../access/rate-limit.ts';
 import type { RelayMetrics } from '../metrics.ts';
 import type { ClientInfo } from '../spool/types.ts';
 import { headerValue } from './message-filter.ts';
-import { SmtpReplyError } from './replies.ts';
+import { period } from './replies.ts';
 
 /**
  * Policies at each step of an SMTP transaction: MAIL (sender, declared size, message rate),
  * RCPT (recipient lists and count, recipient rate), DATA (From: header, real size, header edits,
- * sender rewriting) and commit (rate accounting). Every refusal is logged and counted with the
- * policy and rule that made it.
+ * sender rewriting) and commit (rate accounting). It decides; the server turns a refusal into
+ * its reply (replies.ts). Every refusal is logged and counted with the policy and rule that made it.
  */
 export class PolicyGate {
   /** One sliding-window counter per period length in use. */
@@ -43,25 +43,12 @@ export class PolicyGate {
     client: ClientInfo,
     sender: string,
     declaredSize: number | undefined,
-  ): SmtpReplyError | undefined {
+  ): Refusal | undefined {
     const bad = checkSender(policies, sender);
-    if (bad) {
-      return this.refuse(
-        bad,
-        client,
-        553,
-        `5.7.1 <${sender}>: Sender address rejected: ${bad.detail} (policy ${bad.policy})`,
-      );
-    }
+    if (bad) return this.refuse(bad, client);
     const size = strictest(policies, (p) => p.rules.maxMessageSize);
-    if (size && declaredSize !== undefined && declaredSize > size.limit) {
-      return this.refuse(
-        { policy: size.policy, rule: 'size', detail: `SIZE=${declaredSize}` },
-        client,
-        552,
-        '5.3.4 Message size exceeds fixed limit',
-      );
-    }
+    if (size && declaredSize !== undefined && declaredSize > size.limit)
+      return this.refuse({ policy: size.policy, rule: 'size', detail: `SIZE=${declaredSize}` }, client);
     for (const { policy, limit, key, subject } of this.limits(policies, client, sender)) {
       if (
         limit.messages === undefined ||
@@ -69,12 +56,7 @@ export class PolicyGate {
       )
         continue;
       const what = `${limit.messages} messages per ${period(limit.periodSeconds)} for ${subject}`;
-      return this.refuse(
-        { policy: policy.name, rule: 'rate', detail: what },
-        client,
-        450,
-        `4.7.1 <${sender}>: Sender address rejected: rate limit exceeded (${what}, policy ${policy.name}); try again later`,
-      );
+      return this.refuse({ policy: policy.name, rule: 'rate', detail: what }, client);
     }
     return undefined;
   }
@@ -85,35 +67,20 @@ export class PolicyGate {
     sender: string,
     rcpt: string,
     accepted: number,
-  ): SmtpReplyError | undefined {
+  ): Refusal | undefined {
     const bad = checkRecipient(policies, rcpt);
-    if (bad) {
-      return this.refuse(
-        bad,
-        client,
-        550,
-        `5.7.1 <${rcpt}>: Recipient address rejected: ${bad.detail} (policy ${bad.policy})`,
-      );
-    }
+    if (bad) return this.refuse(bad, client);
     const max = strictest(policies, (p) => p.rules.maxRecipients);
-    if (max && accepted >= max.limit) {
+    if (max && accepted >= max.limit)
       return this.refuse(
         { policy: max.policy, rule: 'recipients', detail: `${max.limit} recipients` },
         client,
-        452,
-        '4.5.3 Error: too many recipients',
       );
-    }
     for (const { policy, limit, key, subject } of this.limits(policies, client, sender)) {
       if (limit.recipients === undefined) continue;
       if (this.counter(limit.periodSeconds).count(`r ${key}`) + accepted < limit.recipients) continue;
       const what = `${limit.recipients} recipients per ${period(limit.periodSeconds)} for ${subject}`;
-      return this.refuse(
-        { policy: policy.name, rule: 'rate', detail: what },
-        client,
-        450,
-        `4.7.1 <${rcpt}>: Recipient address rejected: rate limit exceeded (${what}, policy ${policy.name}); try again later`,
-      );
+      return this.refuse({ policy: policy.name, rule: 'rate', detail: what }, client);
     }
     return undefined;
   }
@@ -124,33 +91,22 @@ export class PolicyGate {
     return s && s.limit < configured ? s : { limit: configured };
   }
 
-  /**
-   * A header hook for MessageFilter: checks the From: header, applies edits. The From: verdict
-   * is returned through `result` (the filter cannot refuse by itself).
-   */
-  headerHook(
-    policies: Policy[],
-    sender: string,
-  ): { hook: (block: string) => string; result: { refusal?: Refusal }; edits: HeaderEdits } {
-    const edits = headerEdits(policies, sender);
-    const result: { refusal?: Refusal } = {};
-    const hook = (block: string) => {
-      const from = headerValue(block, 'from');
-      const bad = from !== undefined ? checkFromHeader(policies, fromAddresses(from)) : undefined;
-      if (bad) result.refusal = bad;
-      if (!edits.add.length && !edits.remove.size && !edits.rewriteSender?.rewriteHeaderFrom) return block;
-      return editHeaders(block, edits);
-    };
-    return { hook, result, edits };
+  /** The header edits (added, removed, rewritten sender) of these policies for this sender. */
+  headerEdits(policies: Policy[], sender: string): HeaderEdits {
+    return headerEdits(policies, sender);
   }
 
-  fromRefused(refusal: Refusal, client: ClientInfo): SmtpReplyError {
-    return this.refuse(
-      refusal,
-      client,
-      550,
-      `5.7.1 Error: message refused: ${refusal.detail} (policy ${refusal.policy})`,
-    );
+  /** The From: header's verdict (the header block as received, CRLF). */
+  atHeaders(policies: Policy[], client: ClientInfo, block: string): Refusal | undefined {
+    const from = headerValue(block, 'from');
+    const bad = from !== undefined ? checkFromHeader(policies, fromAddresses(from)) : undefined;
+    return bad ? this.refuse(bad, client) : undefined;
+  }
+
+  /** The header block to store: `block` with the edits applied. */
+  editHeaders(block: string, edits: HeaderEdits): string {
+    if (!edits.add.length && !edits.remove.size && !edits.rewriteSender?.rewriteHeaderFrom) return block;
+    return editHeaders(block, edits);
   }
 
   sizeRefused(policy: string, client: ClientInfo): void {
@@ -192,9 +148,9 @@ export class PolicyGate {
     return c;
   }
 
-  private refuse(r: Refusal, client: ClientInfo, code: number, text: string): SmtpReplyError {
+  private refuse(r: Refusal, client: ClientInfo): Refusal {
     this.note(r, client);
-    return new SmtpReplyError(code, text, `policy_${r.rule}`);
+    return r;
   }
 
   private note(r: Refusal, client: ClientInfo): void {
@@ -204,11 +160,4 @@ export class PolicyGate {
       'refused by policy',
     );
   }
-}
-
-function period(seconds: number): string {
-  if (seconds === 60) return 'minute';
-  if (seconds === 3600) return 'hour';
-  if (seconds === 86_400) return 'day';
-  return `${seconds} s`;
 }

@@ -1,28 +1,39 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
-import {
+import type { AddressInfo } from 'node:net';
+import type {
   SMTPServer,
-  type SMTPServerDataStream,
-  type SMTPServerOptions,
-  type SMTPServerSession,
+  SMTPServerAddress,
+  SMTPServerAuthentication,
+  SMTPServerAuthenticationResponse,
+  SMTPServerDataStream,
+  SMTPServerEnvelope,
 } from 'smtp-server';
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import type { Policy } from '../../config/policy.ts';
 import type { RelayConfig } from '../../config/schema.ts';
 import { splitHostPort } from '../../lib/host-port.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Attribution } from '../access/attribution.ts';
 import { Networks, normalizeAddress } from '../access/networks.ts';
+import type { HeaderEdits } from '../access/policy.ts';
 import { PolicySet } from '../access/policy.ts';
 import type { RelayMetrics } from '../metrics.ts';
 import type { ClientInfo, NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
 import { UserFile } from './auth.ts';
 import { MessageFilter, receivedHeader } from './message-filter.ts';
 import { PolicyGate } from './policy-gate.ts';
-import { type EhloOptions, replies, rewriteReply, SmtpReplyError } from './replies.ts';
-import { ConnectionSlots, type GuardedConnection, guardCommands, type SlotClass } from './session-guard.ts';
+import {
+  type EhloOptions,
+  policyReply,
+  type Reply,
+  replies,
+  replyOf,
+  rewriteReply,
+  SmtpReplyError,
+} from './replies.ts';
+import { ConnectionSlots, guardCommands, type SlotClass } from './session-guard.ts';
+import { createFrontServer, type FrontConnection, type FrontOptions } from './smtp-server-adapter.ts';
 import { watchTlsFiles } from './tls-reload.ts';
+import { type SessionState, Transaction } from './transaction.ts';
 
 export interface InboundDeps {
   config: RelayConfig;
@@ -37,22 +48,7 @@ export interface InboundDeps {
   attribution?: Attribution;
 }
 
-/** The parts of smtp-server's connection object the relay reaches into (it has no public hooks for these). */
-interface Connection {
-  send(code: number, data?: unknown, context?: unknown): void;
-  close(): void;
-  init(): void;
-  on(event: string, fn: (arg: unknown) => void): void;
-  remoteAddress: string;
-  _socket: Socket;
-  session: SMTPServerSession;
-  secure: boolean;
-  _dataStream: unknown;
-  _setListeners(cb: () => void): void;
-  connectionReady(): void;
-  _server: { options: SMTPServerOptions; connections: Set<unknown> };
-  handler_ETRN?: (command: Buffer | string, callback: () => void) => void;
-}
+type Connection = FrontConnection<SessionState>;
 
 /**
  * The inbound side: smtp-server with Postfix's replies, access control by client network,
@@ -68,9 +64,6 @@ export class InboundServer {
   private transactions = 0;
   private idleWaiters: (() => void)[] = [];
   private readonly gate: PolicyGate;
-  /** The policies that apply to a session's current transaction, decided at MAIL FROM. */
-  private readonly sessionPolicies = new WeakMap<SMTPServerSession, Policy[]>();
-  private readonly clients = new WeakMap<SMTPServerSession, ClientInfo>();
   private stopTlsWatch: (() => void) | undefined;
   private readonly users: UserFile | undefined;
   private readonly slots: ConnectionSlots;
@@ -86,15 +79,15 @@ export class InboundServer {
     const tls = smtp.tls
       ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) }
       : {};
-    const options: SMTPServerOptions = {
+    const options: FrontOptions = {
       ...tls,
       name: config.hostname,
       banner: '',
       heloResponse: '%s',
       size: smtp.maxMessageSize,
       maxClients: smtp.maxClients,
-      // biome-ignore lint/suspicious/noExplicitAny: option missing from @types/smtp-server
-      ...({ maxRecipients: smtp.maxRecipients, maxCommandLength: smtp.maxCommandLength } as any),
+      maxRecipients: smtp.maxRecipients,
+      maxCommandLength: smtp.maxCommandLength,
       hideENHANCEDSTATUSCODES: false,
       hideDSN: false,
       hideSTARTTLS: !smtp.tls,
@@ -107,21 +100,30 @@ export class InboundServer {
       ],
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
-      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       disableReverseLookup: true,
       socketTimeout: smtp.idleTimeoutSeconds * 1000,
       closeTimeout: config.shutdownGraceSeconds * 1000,
       logger: false,
-      onConnect: (session, cb) => this.onConnect(session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
-      onData: (stream, session, cb) => this.onData(stream, session, cb),
-      onClose: (session) => this.onClose(session),
     };
-    this.server = new SMTPServer(options);
-    // smtp-server builds one connection object per socket; take over that step to translate
-    // replies, add ETRN, and greet without the library's fixed 100 ms early-talker delay.
-    this.server.connect = (socket: Socket, socketOptions: unknown) => this.connect(socket, socketOptions);
+    this.server = createFrontServer<SessionState>(options, {
+      newState: () => ({ counted: false }),
+      reply: (code, data, context) => this.libraryReply(code, data, context),
+      greet: (conn, ready) => this.greet(conn, ready),
+      etrn: (conn, arg) => this.etrn(conn, arg),
+      opened: (conn) => this.opened(conn),
+      closed: (conn) => {
+        this.connections.delete(conn);
+        conn.state.guard?.stop();
+        conn.state.release?.();
+      },
+      command: (conn) => conn.state.guard?.commandSeen(),
+      onConnect: (conn, cb) => this.onConnect(conn, cb),
+      onAuth: (auth, conn, cb) => this.onAuth(auth, conn, cb),
+      onMailFrom: (address, conn, cb) => this.answer(this.mailFrom(address, conn), 'MAIL FROM', cb),
+      onRcptTo: (address, conn, cb) => this.answer(this.rcptTo(address, conn), 'RCPT TO', cb),
+      onData: (stream, conn, cb) => this.onData(stream, conn, cb),
+      onClose: (conn) => this.onClose(conn),
+    });
     this.server.on('error', (err) => deps.logger.warn({ err }, 'smtp server error'));
     if (smtp.tls) {
       this.stopTlsWatch = watchTlsFiles(
@@ -134,65 +136,61 @@ export class InboundServer {
     }
   }
 
-  private connect(socket: Socket, socketOptions: unknown): void {
-    socket.setNoDelay(true);
-    const server = this.server as unknown as {
-      connections: Set<unknown>;
-      _onError(err: unknown): void;
-      _onClientConnect(data: unknown): void;
-    };
-    const conn = new (SMTPConnection as unknown as new (s: unknown, so: Socket, o: unknown) => Connection)(
-      this.server,
-      socket,
-      socketOptions,
-    );
-    server.connections.add(conn);
-    this.connections.add(conn);
-    conn.on('error', (err) => server._onError(err));
-    conn.on('connect', (data) => server._onClientConnect(data));
-    socket.once('close', () => this.connections.delete(conn));
+  /**
+   * A reply smtp-server is about to send, in Postfix's words. Our own refusals were counted where
+   * they were made (they carry their reason); the library's are counted here.
+   */
+  private libraryReply(
+    code: number,
+    data: string | string[] | null | undefined,
+    context: string | false | undefined,
+  ): Reply | undefined {
+    const r = rewriteReply(code, data, context, this.ehlo);
+    if (r?.reason) this.deps.metrics.rejections.inc({ reason: r.reason });
+    return r;
+  }
 
-    const send = conn.send.bind(conn);
-    conn.send = (code: number, data?: unknown, context?: unknown) => {
-      const r = rewriteReply(code, data, context, this.ehlo);
-      if (!r) return send(code, data, context);
-      if (r.code >= 400) this.deps.metrics.rejections.inc({ reason: reasonOf(r.code, r.text) });
-      return send(r.code, r.text, false);
-    };
-    conn.handler_ETRN = (command, callback) => this.etrn(conn, command.toString(), callback);
-    const unguard = guardCommands(
-      conn as unknown as GuardedConnection,
-      this.deps.config.smtp.idleTimeoutSeconds * 1000,
-      () => {
-        this.deps.logger.info(
-          { client: normalizeAddress(conn.remoteAddress) },
-          'command timeout: closing the session',
-        );
-        const r = replies.timeout();
-        conn.send(r.responseCode, r.message, false);
-      },
-    );
-    let release: (() => void) | undefined;
-    socket.once('close', () => {
-      unguard();
-      release?.();
+  /** Sends one of our replies on a connection (a refusal is counted under its reason). */
+  private send(conn: Connection, reply: SmtpReplyError | Reply): void {
+    const r = reply instanceof SmtpReplyError ? replyOf(reply) : reply;
+    if (r.reason) this.deps.metrics.rejections.inc({ reason: r.reason });
+    conn.reply(r.code, Array.isArray(r.text) ? r.text.join(' ') : r.text);
+  }
+
+  /** Counts a refusal handed to one of smtp-server's callbacks (it sends the reply). */
+  private refused(err: SmtpReplyError): SmtpReplyError {
+    this.deps.metrics.rejections.inc({ reason: err.reason });
+    return err;
+  }
+
+  private opened(conn: Connection): void {
+    this.connections.add(conn);
+    conn.state.guard = guardCommands(conn, this.deps.config.smtp.idleTimeoutSeconds * 1000, () => {
+      this.deps.logger.info(
+        { client: normalizeAddress(conn.remoteAddress) },
+        'command timeout: closing the session',
+      );
+      this.send(conn, replies.timeout());
     });
-    conn.init = () => {
-      conn._setListeners(async () => {
-        const cls = await this.slotClass(conn.remoteAddress);
-        release = this.slots.take(cls);
-        if (socket.destroyed) return release?.(); // gone while we looked it up: the close handler already ran
-        if (!release) {
-          const r = replies.portsBusy();
-          return conn.send(r.responseCode, r.message, false);
-        }
+  }
+
+  private greet(conn: Connection, ready: () => void): void {
+    this.slotClass(conn.remoteAddress).then(
+      (cls) => {
+        const release = this.slots.take(cls);
+        if (conn.gone()) return release?.(); // gone while we looked it up: the close handler already ran
+        if (!release) return this.send(conn, replies.portsBusy());
+        conn.state.release = release;
         // With a greet delay, smtp-server refuses a client that talks before the 220 (pregreet).
         const delay = this.deps.config.smtp.greetDelaySeconds * 1000;
-        if (delay > 0) setTimeout(() => conn.connectionReady(), delay).unref();
-        else setImmediate(() => conn.connectionReady());
-      });
-    };
-    conn.init();
+        if (delay > 0) setTimeout(ready, delay).unref();
+        else setImmediate(ready);
+      },
+      (err: unknown) => {
+        this.deps.logger.error({ err }, 'cannot classify a client');
+        conn.destroy();
+      },
+    );
   }
 
   /** Clients that may relay take maxClients' slots; the others a small pool of their own. */
@@ -201,19 +199,16 @@ export class InboundServer {
     if (this.networks.contains(addr)) return 'inside';
     const att = this.deps.attribution;
     const pod = att ? await att.lookup(addr, 0) : undefined;
-    return pod?.namespace && att!.admitted(pod.namespace) ? 'inside' : 'outside';
+    return pod?.namespace && att?.admitted(pod.namespace) ? 'inside' : 'outside';
   }
 
-  private etrn(conn: Connection, command: string, callback: () => void): void {
-    const arg = command.trim().split(/\s+/)[1];
-    if (!arg) conn.send(501, '5.5.4 Syntax: ETRN domain', false);
-    else if (!this.networks.contains(conn.remoteAddress))
-      conn.send(554, `5.7.1 <${arg}>: Relay access denied`, false);
+  private etrn(conn: Connection, arg: string): void {
+    if (!arg) this.send(conn, replies.etrnSyntax());
+    else if (!this.networks.contains(conn.remoteAddress)) this.send(conn, replies.etrnDenied(arg));
     else {
       this.deps.onEtrn();
-      conn.send(250, '2.0.0 Queuing started', false);
+      this.send(conn, replies.etrnStarted());
     }
-    callback();
   }
 
   async listen(): Promise<AddressInfo> {
@@ -242,7 +237,7 @@ export class InboundServer {
   async drain(deadline: number): Promise<void> {
     this.draining = true;
     for (const conn of this.connections) {
-      if (!this.inTransaction(conn)) conn.send(421, '4.3.2 Service shutting down', false);
+      if (!this.inTransaction(conn)) this.send(conn, replies.shuttingDown());
     }
     if (this.transactions > 0) {
       await new Promise<void>((resolve) => {
@@ -262,8 +257,7 @@ export class InboundServer {
    */
   async close(deadline = Date.now() + 1000): Promise<void> {
     this.stopTlsWatch?.();
-    const r = replies.shuttingDown();
-    for (const conn of this.connections) conn.send(r.responseCode, r.message, false);
+    for (const conn of this.connections) this.send(conn, replies.shuttingDown());
     const closed = new Promise<void>((resolve) => this.server.server.close(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -273,50 +267,42 @@ export class InboundServer {
       }),
     ]);
     clearTimeout(timer);
-    for (const conn of this.connections) conn._socket.destroy();
+    for (const conn of this.connections) conn.destroy();
     await closed;
   }
 
   private inTransaction(conn: Connection): boolean {
-    return !!conn.session.envelope?.mailFrom || !!conn._dataStream;
+    return !!conn.session.envelope?.mailFrom || conn.receiving();
   }
 
-  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+  private onConnect(conn: Connection, cb: (err?: Error | null) => void): void {
     const m = this.deps.metrics;
     if (this.draining) {
-      cb(replies.shuttingDown());
+      cb(this.refused(replies.shuttingDown()));
       return;
     }
-    const addr = normalizeAddress(session.remoteAddress);
+    const addr = normalizeAddress(conn.session.remoteAddress);
     const n = (this.perAddress.get(addr) ?? 0) + 1;
     this.perAddress.set(addr, n);
-    (session as SessionExtra).counted = true;
+    conn.state.counted = true;
     m.connections.inc();
     m.connectionsActive.inc();
     if (n > this.deps.config.smtp.maxClientsPerAddress) {
       this.deps.logger.warn({ client: addr, connections: n }, 'too many connections from one address');
-      cb(replies.tooManyConnections(this.deps.config.hostname));
+      cb(this.refused(replies.tooManyConnections(this.deps.config.hostname)));
       return;
     }
     cb();
   }
 
-  private onClose(session: SMTPServerSession): void {
-    if (!(session as SessionExtra).counted) return;
-    (session as SessionExtra).counted = false;
-    const addr = normalizeAddress(session.remoteAddress);
+  private onClose(conn: Connection): void {
+    if (!conn.state.counted) return;
+    conn.state.counted = false;
+    const addr = normalizeAddress(conn.session.remoteAddress);
     const n = (this.perAddress.get(addr) ?? 1) - 1;
     if (n <= 0) this.perAddress.delete(addr);
     else this.perAddress.set(addr, n);
     this.deps.metrics.connectionsActive.dec();
-  }
-
-  private onMailFrom(
-    address: { address: string; args?: unknown },
-    session: SMTPServerSession,
-    cb: (err?: Error | null) => void,
-  ): void {
-    this.answer(this.mailFrom(address, session), 'MAIL FROM', cb);
   }
 
   /** A check's refusal (or none) to smtp-server's callback; a check that throws is a local error (451). */
@@ -326,57 +312,52 @@ export class InboundServer {
     cb: (err?: Error | null) => void,
   ): void {
     check.then(
-      (refused) => cb(refused ?? null),
+      (refused) => cb(refused ? this.refused(refused) : null),
       (err: unknown) => {
         this.deps.logger.error({ err }, `${command} check failed`);
-        cb(replies.localError());
+        cb(this.refused(replies.localError()));
       },
     );
   }
 
-  private async mailFrom(
-    address: { address: string; args?: unknown },
-    session: SMTPServerSession,
-  ): Promise<SmtpReplyError | undefined> {
+  /** MAIL FROM: the checks, then the transaction (client, policies, header edits) if accepted. */
+  private async mailFrom(address: SMTPServerAddress, conn: Connection): Promise<SmtpReplyError | undefined> {
     const { smtp } = this.deps.config;
+    const session = conn.session;
     const unknown = unsupportedParam(address.args, MAIL_PARAMS);
     if (unknown) return replies.unsupportedParam(unknown);
     if (address.address !== '' && !isFqdnAddress(address.address))
       return replies.nonFqdnSender(address.address);
     if (smtp.tls?.required && !session.secure) return replies.tlsRequired();
-    const client = await this.identify(session);
+    const client = await this.identify(conn);
     const labels = client.namespace ? this.deps.attribution?.labels(client.namespace) : undefined;
     const policies = this.gate.policiesFor(client, labels);
-    this.sessionPolicies.set(session, policies);
-    const declared = (address.args as { SIZE?: string } | undefined)?.SIZE;
-    const refused = this.gate.atMail(
+    const declared = address.args ? address.args.SIZE : undefined;
+    const refusal = this.gate.atMail(
       policies,
       client,
       address.address,
-      declared ? Number(declared) : undefined,
+      typeof declared === 'string' ? Number(declared) : undefined,
     );
-    if (refused) return refused;
+    if (refusal) return policyReply(refusal, 'mail', address.address);
     const free = await this.deps.spool.headroom().catch(() => 0);
-    if (free > 0) return undefined;
-    this.deps.logger.error({ client: client.address }, 'spool is short of space: refusing mail');
-    return replies.noStorage();
+    if (free <= 0) {
+      this.deps.logger.error({ client: client.address }, 'spool is short of space: refusing mail');
+      return replies.noStorage();
+    }
+    const edits = policies.length ? this.gate.headerEdits(policies, address.address) : undefined;
+    conn.state.transaction = new Transaction(client, policies, address.address, edits);
+    return undefined;
   }
 
-  private onRcptTo(
-    address: { address: string; args?: unknown },
-    session: SMTPServerSession,
-    cb: (err?: Error | null) => void,
-  ): void {
-    this.answer(this.rcptTo(address, session), 'RCPT TO', cb);
-  }
-
-  private async rcptTo(
-    address: { address: string; args?: unknown },
-    session: SMTPServerSession,
-  ): Promise<SmtpReplyError | undefined> {
+  private async rcptTo(address: SMTPServerAddress, conn: Connection): Promise<SmtpReplyError | undefined> {
+    const session = conn.session;
+    const tx = conn.state.transaction;
+    // smtp-server answers RCPT before an accepted MAIL FROM itself; this is only a safeguard.
+    if (!tx) return replies.localError();
     const unknown = unsupportedParam(address.args, RCPT_PARAMS);
     if (unknown) return replies.unsupportedParam(unknown);
-    const client = await this.identify(session);
+    const client = tx.client;
     const access = this.mayRelay(client);
     if (access !== 'yes') {
       this.deps.logger.warn(
@@ -394,16 +375,18 @@ export class InboundServer {
         : replies.relayDenied(address.address);
     }
     if (!isFqdnAddress(address.address)) return replies.nonFqdnRecipient(address.address);
-    const policies = this.sessionPolicies.get(session) ?? [];
-    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    return this.gate.atRcpt(policies, client, sender, address.address, session.envelope.rcptTo.length);
+    const refusal = this.gate.atRcpt(tx.policies, client, tx.sender, address.address, tx.recipients);
+    if (refusal) return policyReply(refusal, 'rcpt', address.address);
+    tx.recipients++;
+    return undefined;
   }
 
   private onAuth(
-    auth: { method: string; username?: string | null; password?: string | null },
-    session: SMTPServerSession,
-    cb: (err: Error | null | undefined, response?: { user?: unknown }) => void,
+    auth: SMTPServerAuthentication,
+    conn: Connection,
+    cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
   ): void {
+    const session = conn.session;
     const users = this.users;
     if (
       !users ||
@@ -411,7 +394,7 @@ export class InboundServer {
       typeof auth.password !== 'string' ||
       !['PLAIN', 'LOGIN'].includes(auth.method)
     ) {
-      cb(replies.authFailed());
+      cb(this.refused(replies.authFailed()));
       return;
     }
     users.verify(auth.username, auth.password).then(
@@ -419,15 +402,15 @@ export class InboundServer {
         const client = normalizeAddress(session.remoteAddress);
         if (!ok) {
           this.deps.logger.warn({ client, user: auth.username }, 'SMTP AUTH failed');
-          return cb(replies.authFailed());
+          return cb(this.refused(replies.authFailed()));
         }
-        this.clients.delete(session); // identity changed: look the client up again, with its user
+        delete conn.state.client; // identity changed: look the client up again, with its user
         this.deps.logger.info({ client, user: auth.username }, 'SMTP AUTH succeeded');
         cb(null, { user: auth.username });
       },
       (err: unknown) => {
         this.deps.logger.error({ err }, 'cannot read the SMTP AUTH users file');
-        cb(new SmtpReplyError(454, '4.7.0 Temporary authentication failure', 'auth_unavailable'));
+        cb(this.refused(replies.authUnavailable()));
       },
     );
   }
@@ -445,9 +428,10 @@ export class InboundServer {
   }
 
   /** The client of a session, with its pod and namespace when Kubernetes attribution is on. */
-  private async identify(session: SMTPServerSession): Promise<ClientInfo> {
-    const known = this.clients.get(session);
+  private async identify(conn: Connection): Promise<ClientInfo> {
+    const known = conn.state.client;
     if (known) return known;
+    const session = conn.session;
     const helo = session.hostNameAppearsAs;
     const user = typeof session.user === 'string' ? session.user : undefined;
     const client: ClientInfo = {
@@ -464,68 +448,61 @@ export class InboundServer {
       const hit = await att.lookup(client.address, wait);
       if (hit) Object.assign(client, hit);
     }
-    this.clients.set(session, client);
+    conn.state.client = client;
     return client;
   }
 
   private onData(
     stream: SMTPServerDataStream,
-    session: SMTPServerSession,
+    conn: Connection,
     cb: (err?: Error | null, message?: string) => void,
   ): void {
     this.transactions++;
+    const client = normalizeAddress(conn.session.remoteAddress);
     // smtp-server's idle timeout restarts with every byte; this bounds the whole DATA phase, so a
     // client trickling a byte at a time cannot hold a session (and a spool file) forever.
     const timer = setTimeout(() => {
-      for (const conn of this.connections) {
-        if (conn.session !== session) continue;
-        this.deps.logger.info({ client: normalizeAddress(session.remoteAddress) }, 'DATA timeout');
-        conn.send(421, '4.4.2 Error: timeout exceeded', false);
-      }
+      this.deps.logger.info({ client }, 'DATA timeout');
+      this.send(conn, replies.timeout());
     }, this.deps.config.smtp.dataTimeoutSeconds * 1000);
-    this.receive(stream, session).then(
+    this.receive(stream, conn).then(
       (reply) => {
         clearTimeout(timer);
         cb(null, reply);
-        this.transactionDone(session);
+        this.transactionDone(conn);
       },
       (err: unknown) => {
         clearTimeout(timer);
         const e = err instanceof SmtpReplyError ? err : replies.localError();
-        if (!(err instanceof SmtpReplyError) && (err as NodeJS.ErrnoException).code !== 'ECONNECTION') {
+        if (!(err instanceof SmtpReplyError) && !isConnectionGone(err)) {
           this.deps.logger.error({ err }, 'queue write failed');
         }
-        this.deps.logger.info(
-          { client: normalizeAddress(session.remoteAddress), reason: e.reason },
-          `refused: ${e.message}`,
-        );
-        cb(e);
-        this.transactionDone(session);
+        this.deps.logger.info({ client, reason: e.reason }, `refused: ${e.message}`);
+        cb(this.refused(e));
+        this.transactionDone(conn);
       },
     );
   }
 
-  private transactionDone(session: SMTPServerSession): void {
+  private transactionDone(conn: Connection): void {
     this.transactions--;
+    delete conn.state.transaction;
     if (this.draining) {
       // Close the session once its reply is out: it gets its 250, then the 421.
-      setImmediate(() => {
-        for (const conn of this.connections)
-          if (conn.session === session) conn.send(421, '4.3.2 Service shutting down', false);
-      });
+      setImmediate(() => this.send(conn, replies.shuttingDown()));
       if (this.transactions === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
   /** Streams one message into the spool; resolves with the 250 text or rejects with a reply. */
-  private async receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+  private async receive(stream: SMTPServerDataStream, conn: Connection): Promise<string> {
     const { config, spool, logger, metrics } = this.deps;
+    const session = conn.session;
+    const tx = conn.state.transaction;
+    if (!tx) throw replies.localError(); // smtp-server refuses DATA before an accepted MAIL FROM
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
-    const client = await this.identify(session);
-    const policies = this.sessionPolicies.get(session) ?? [];
-    const sender = envelope.mailFrom ? envelope.mailFrom.address : '';
-    const headers = policies.length ? this.gate.headerHook(policies, sender) : undefined;
+    const { client, policies, sender, edits } = tx;
     const writer = await spool.begin();
     const id = writer.id;
     const filter = new MessageFilter({
@@ -533,7 +510,7 @@ export class InboundServer {
       maxLineLength: config.smtp.maxLineLength,
       maxHeaderBytes: config.smtp.maxHeaderBytes,
       received: receivedHeader({
-        heloName: (session as SessionExtra).hostNameAppearsAs || undefined,
+        heloName: session.hostNameAppearsAs || undefined,
         clientAddress: normalizeAddress(session.remoteAddress),
         hostname: config.hostname,
         protocol: session.transmissionType || 'ESMTP',
@@ -541,10 +518,15 @@ export class InboundServer {
         ...(rcpts.length === 1 ? { recipient: rcpts[0]!.address } : {}),
         date: new Date(),
       }),
-      ...(headers ? { onHeaders: headers.hook } : {}),
-      ...(config.smtp.addMissingFrom
-        ? { missingFrom: () => missingFromAddress(sender, headers, config) }
+      ...(policies.length
+        ? {
+            onHeaders: (block: string) => {
+              tx.refusal = this.gate.atHeaders(policies, client, block);
+              return edits ? this.gate.editHeaders(block, edits) : block;
+            },
+          }
         : {}),
+      ...(config.smtp.addMissingFrom ? { missingFrom: () => missingFromAddress(sender, edits, config) } : {}),
       makeMessageId: () =>
         `<${Date.now().toString(36)}.${randomBytes(6).toString('hex')}@${config.hostname}>`,
     });
@@ -552,28 +534,34 @@ export class InboundServer {
     let oversized = false;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
-        if (oversized) continue; // keep reading to the final dot, store nothing more
+        // Refused (too big, or by its From: header): read on to the final dot, store nothing more.
+        if (oversized || tx.refusal) continue;
         if (stream.sizeExceeded || (stream.byteLength ?? 0) > max.limit) {
           oversized = true;
           continue;
         }
-        for (const b of filter.push(chunk)) await writer.write(b);
+        const out = filter.push(chunk);
+        if (tx.refusal) continue; // the header block just ended: not a byte of this message is stored
+        for (const b of out) await writer.write(b);
       }
       // A stream destroyed by a vanished client may end the loop quietly: never commit half a message.
       if (!stream.readableEnded)
         throw Object.assign(new Error('client went away during DATA'), { code: 'ECONNECTION' });
       if (stream.sizeExceeded || (stream.byteLength ?? 0) > max.limit) oversized = true;
-      if (!oversized) for (const b of filter.end()) await writer.write(b);
+      if (!oversized && !tx.refusal) {
+        const out = filter.end();
+        if (!tx.refusal) for (const b of out) await writer.write(b);
+      }
       const endOfData = process.hrtime.bigint();
       if (oversized) {
         if (max.policy) this.gate.sizeRefused(max.policy, client);
         throw replies.tooBig();
       }
-      if (headers?.result.refusal) throw this.gate.fromRefused(headers.result.refusal, client);
+      if (tx.refusal) throw policyReply(tx.refusal, 'data');
       if (filter.bareLineEnding && config.smtp.bareLineEndings === 'reject') throw replies.bareLineEnding();
       if (filter.lineTooLong) throw replies.lineTooLong();
       if (filter.headerTooLong) throw replies.headerTooLong();
-      const rewrite = headers?.edits.rewriteSender;
+      const rewrite = edits?.rewriteSender;
       const meta: NewMessage = {
         // A bounce keeps its null sender; anything else may be rewritten to a registered sender.
         from: rewrite && sender ? rewrite.to : sender,
@@ -581,8 +569,8 @@ export class InboundServer {
         dsn: dsnOf(envelope),
         client,
         ...(filter.messageId ? { messageId: filter.messageId } : {}),
-        bodyType: (envelope as EnvelopeExtra).bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
-        smtputf8: !!(envelope as EnvelopeExtra).smtpUtf8,
+        bodyType: envelope.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
+        smtputf8: !!envelope.smtpUtf8,
       };
       const queued = await writer.commit(meta);
       this.gate.committed(policies, client, sender, meta.recipients.length);
@@ -618,21 +606,16 @@ export class InboundServer {
   }
 }
 
-interface SessionExtra extends SMTPServerSession {
-  counted?: boolean;
-}
-interface EnvelopeExtra {
-  bodyType?: string;
-  smtpUtf8?: boolean;
-  dsn?: { ret?: string; envid?: string };
+function isConnectionGone(err: unknown): boolean {
+  return err instanceof Error && 'code' in err && err.code === 'ECONNECTION';
 }
 
 const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID']);
 const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 
 /** The first MAIL/RCPT parameter we do not implement (Postfix answers those with 555), if any. */
-function unsupportedParam(args: unknown, known: Set<string>): string | undefined {
-  if (!args || typeof args !== 'object') return undefined;
+function unsupportedParam(args: SMTPServerAddress['args'], known: Set<string>): string | undefined {
+  if (!args) return undefined;
   for (const [k, v] of Object.entries(args)) {
     if (!known.has(k.toUpperCase())) return v === true ? k : `${k}=${String(v)}`;
   }
@@ -643,12 +626,8 @@ function unsupportedParam(args: unknown, known: Set<string>): string | undefined
  * The From: added to a message that has none: the envelope sender as stored (after a policy's
  * sender rewrite), or MAILER-DAEMON@hostname for the null sender, as Postfix's cleanup does.
  */
-function missingFromAddress(
-  sender: string,
-  headers: { edits: { rewriteSender?: { to: string } } } | undefined,
-  config: RelayConfig,
-): string {
-  const rewrite = headers?.edits.rewriteSender;
+function missingFromAddress(sender: string, edits: HeaderEdits | undefined, config: RelayConfig): string {
+  const rewrite = edits?.rewriteSender;
   if (!sender) return `MAILER-DAEMON@${config.hostname}`;
   return rewrite ? rewrite.to : sender;
 }
@@ -662,35 +641,17 @@ export function isFqdnAddress(address: string): boolean {
   return /^[^.\s]+(\.[^.\s]+)+\.?$/.test(domain);
 }
 
-function toRecipient(r: { address: string; dsn?: { notify?: string[]; orcpt?: string } }): RecipientInput {
+function toRecipient(r: SMTPServerAddress): RecipientInput {
   const out: RecipientInput = { address: r.address };
   if (r.dsn?.notify) out.notify = r.dsn.notify as RecipientInput['notify'];
   if (r.dsn?.orcpt) out.orcpt = r.dsn.orcpt;
   return out;
 }
 
-function dsnOf(envelope: SMTPServerSession['envelope']): NewMessage['dsn'] {
-  const d = (envelope as EnvelopeExtra).dsn;
+function dsnOf(envelope: SMTPServerEnvelope): NewMessage['dsn'] {
+  const d = envelope.dsn;
   const out: NonNullable<NewMessage['dsn']> = {};
   if (d?.ret === 'FULL' || d?.ret === 'HDRS') out.ret = d.ret;
   if (d?.envid) out.envid = d.envid;
   return out;
-}
-
-/** Label for the rejections metric, from the reply itself: every refusal passes the send wrapper once. */
-function reasonOf(code: number, text: string | string[]): string {
-  const t = Array.isArray(text) ? '' : text;
-  if (t.includes('Relay access denied')) return 'relay_denied';
-  if (t.includes('fully-qualified')) return 'non_fqdn';
-  if (t.includes('header size')) return 'header_size';
-  if (t.includes('line too long')) return 'line_length';
-  if (t.startsWith('5.3.4')) return 'size';
-  if (t.startsWith('4.3.1')) return 'storage';
-  if (t.startsWith('4.5.3')) return 'recipients';
-  if (t.includes('too many connections') || t.includes('ports are busy')) return 'connection_limit';
-  if (t.startsWith('4.3.2')) return 'shutdown';
-  if (t.startsWith('4.4.2')) return 'timeout';
-  if (t.startsWith('5.5.2 Error: bare')) return 'bare_line_ending';
-  if (code >= 500 && code < 510) return 'syntax';
-  return `code_${code}`;
 }

@@ -44,20 +44,22 @@ export class ConnectionSlots {
   }
 }
 
-/** What the deadline needs of smtp-server's connection object. */
+/** What the deadline needs of a connection (smtp-server-adapter.ts's FrontConnection). */
 export interface GuardedConnection {
-  _onCommand(command: Buffer | string, callback?: () => void): unknown;
-  _dataStream: unknown;
-  _handlerPending?: boolean;
-  _closing?: boolean;
-  _closed?: boolean;
+  /** The client owes us nothing now: DATA is being received, or a handler has not answered yet. */
+  waitingForUs(): boolean;
+  closing(): boolean;
 }
 
-/**
- * Arms the command deadline on a connection; `expire` sends the 421 (which closes it). Returns
- * the function that disarms it (call on close).
- */
-export function guardCommands(conn: GuardedConnection, timeoutMs: number, expire: () => void): () => void {
+export interface CommandGuard {
+  /** A complete command line arrived: the deadline starts again. */
+  commandSeen(): void;
+  /** Disarms it (call on close). */
+  stop(): void;
+}
+
+/** Arms the command deadline on a connection; `expire` sends the 421 (which closes it). */
+export function guardCommands(conn: GuardedConnection, timeoutMs: number, expire: () => void): CommandGuard {
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
@@ -65,16 +67,11 @@ export function guardCommands(conn: GuardedConnection, timeoutMs: number, expire
     timer.unref();
   };
   const fire = () => {
-    if (conn._closing || conn._closed) return;
+    if (conn.closing()) return;
     // The client owes us nothing now: the deadline starts again once it does.
-    if (conn._dataStream || conn._handlerPending) return arm();
+    if (conn.waitingForUs()) return arm();
     expire();
   };
-  const onCommand = conn._onCommand.bind(conn);
-  conn._onCommand = (command, callback) => {
-    arm();
-    return onCommand(command, callback);
-  };
   arm();
-  return () => clearTimeout(timer);
+  return { commandSeen: arm, stop: () => clearTimeout(timer) };
 }
