@@ -136,7 +136,7 @@ async function installCrds(admin: KubeClient): Promise<void> {
 
 /** deploy/base's Namespace, ServiceAccount and RBAC, namespaced as its kustomization does. */
 async function installOperatorRbac(admin: KubeClient): Promise<void> {
-  for (const file of ['namespace.yaml', 'serviceaccount.yaml', 'rbac.yaml']) {
+  for (const file of ['namespace.yaml', 'serviceaccount.yaml', 'rbac.yaml', 'attribution.yaml']) {
     const text = await readFile(join(ROOT, 'deploy/base', file), 'utf8');
     for (const doc of parseAllDocuments(text)) {
       const obj = doc.toJS() as KubeObject & { subjects?: { kind: string; namespace?: string }[] };

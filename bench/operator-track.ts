@@ -25,7 +25,7 @@ export function expectedChildren(namespace: string, name: string, spec: unknown)
     defaultImage: BENCH_IMAGE,
     policies: [],
   });
-  return [...rendered.objects, ...rendered.clusterObjects].map(idOf);
+  return rendered.objects.map(idOf);
 }
 
 export interface RelayTiming {
@@ -51,7 +51,7 @@ export class ReconcileTracker {
     const relays = new Informer<EmailRelay>(this.admin, resourceType('EmailRelay'), opts);
     relays.addHandlers({ onAdd: (r) => this.onRelay(r), onUpdate: (_, r) => this.onRelay(r) });
     this.informers.push(relays as Informer);
-    for (const kind of [...CHILD_KINDS, 'ClusterRoleBinding']) {
+    for (const kind of CHILD_KINDS) {
       const inf = new Informer(this.admin, resourceType(kind), { ...opts, labelSelector: MANAGED_SELECTOR });
       inf.addHandlers({ onAdd: (o) => this.onChild(o) });
       this.informers.push(inf);

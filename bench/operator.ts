@@ -447,7 +447,6 @@ async function cacheSize(ctx: Ctx): Promise<CacheSize> {
     ['EmailRelay', undefined],
     ['EmailPolicy', undefined],
     ['Namespace', undefined],
-    ['ClusterRoleBinding', MANAGED_SELECTOR],
     ...CHILD_KINDS.map((k): [string, string] => [k, MANAGED_SELECTOR]),
   ];
   const out = { objects: 0, json: 0, managed: 0 };

@@ -12,6 +12,9 @@ const SA_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespa
 
 /**
  * `email-relay operator [--kubeconfig FILE] [--namespace NS]... [--http HOST:PORT]`
+ * --namespace: watch only these namespaces, with Roles there (deploy/namespaced); the operator
+ * then touches no RBAC object (the install binds the relays' attribution role). Without it, the
+ * cluster-wide install (deploy/base): the operator keeps the one attribution binding's subjects.
  * plus operational flags (also as environment variables, for the Deployment):
  *   --relay-image IMAGE        default image of relays (EMAIL_RELAY_IMAGE; the operator's own)
  *   --leader-elect / --no-leader-elect, --lease-namespace NS (POD_NAMESPACE)

@@ -7,7 +7,8 @@ import type { EmailPolicy } from './api/emailpolicy.ts';
 import type { EmailRelay } from './api/emailrelay.ts';
 import type { KubeObject } from './api/meta.ts';
 import { makePolicyReconciler } from './emailpolicy/reconciler.ts';
-import { MANAGED_SELECTOR, RELAY_NAME_LABEL, RELAY_NAMESPACE_LABEL } from './emailrelay/names.ts';
+import { ATTRIBUTION_KEY, makeAttributionReconciler } from './emailrelay/attribution.ts';
+import { ATTRIBUTION_BINDING, MANAGED_SELECTOR } from './emailrelay/names.ts';
 import { CHILD_KINDS, makeRelayReconciler, ownerKey } from './emailrelay/reconciler.ts';
 import { Controller } from './runtime/controller.ts';
 import { KubeEventRecorder } from './runtime/events.ts';
@@ -25,7 +26,10 @@ export interface ManagerOptions {
   /** client-node's KubeConfig (exec plugins) or a plain connection (kubeconfig file, in-cluster). */
   kubeConfig: KubeConfigLike | KubeConnection;
   logger: Logger;
-  /** Namespaces to watch; empty: all. */
+  /**
+   * Namespaces to watch; empty: all. Set, the operator works with Roles in those namespaces only
+   * and touches no RBAC object: the install binds the relays' attribution role (deploy/namespaced).
+   */
   namespaces?: string[];
   defaultImage: string;
   leaderElection?:
@@ -45,9 +49,10 @@ export class Manager {
   readonly policies: Informer<EmailPolicy>;
   readonly namespaces: Informer;
   readonly children = new Map<string, Informer>();
-  /** ClusterRoleBindings of relays (cluster-scoped: no owner reference, found by label). */
-  readonly bindings: Informer;
+  /** The one attribution ClusterRoleBinding, watched by name; none in namespaced mode. */
+  readonly binding: Informer | undefined;
   readonly relayController: Controller;
+  readonly attributionController: Controller | undefined;
   readonly policyController: Controller;
   readonly recorder: KubeEventRecorder;
   private elector: LeaderElector | undefined;
@@ -72,10 +77,13 @@ export class Manager {
         new Informer(this.client, resourceType(kind), { ...scoped, labelSelector: MANAGED_SELECTOR }),
       );
     }
-    this.bindings = new Informer(this.client, resourceType('ClusterRoleBinding'), {
-      logger,
-      labelSelector: MANAGED_SELECTOR,
-    });
+    const clusterWide = !opts.namespaces?.length;
+    this.binding = clusterWide
+      ? new Informer(this.client, resourceType('ClusterRoleBinding'), {
+          logger,
+          fieldSelector: `metadata.name=${ATTRIBUTION_BINDING}`,
+        })
+      : undefined;
     this.recorder = new KubeEventRecorder(this.client, 'email-relay-operator', logger);
 
     this.relayController = new Controller(
@@ -87,7 +95,6 @@ export class Manager {
           policies: this.policies,
           namespaces: this.namespaces,
           children: this.children,
-          bindings: this.bindings,
         },
         recorder: this.recorder,
         defaultImage: opts.defaultImage,
@@ -107,6 +114,18 @@ export class Manager {
       }),
       { logger, metrics: this.metrics, workers: 1 },
     );
+    this.attributionController = this.binding
+      ? new Controller(
+          'attribution',
+          makeAttributionReconciler({
+            client: this.client,
+            relays: this.relays,
+            binding: this.binding,
+            logger,
+          }),
+          { logger, metrics: this.metrics, workers: 1 },
+        )
+      : undefined;
     this.wire();
   }
 
@@ -122,6 +141,7 @@ export class Manager {
     this.relays.addHandlers(
       each<EmailRelay>((r) => {
         this.relayController.enqueue(key(r));
+        this.attributionController?.enqueue(ATTRIBUTION_KEY);
         for (const k of policyKeysIn(r.metadata.namespace ?? '')) this.policyController.enqueue(k);
       }),
     );
@@ -154,17 +174,8 @@ export class Manager {
       );
     }
 
-    // A binding changed by hand is put back; one whose relay is gone (deleted while the operator
-    // was down) reaches the reconciler through its labels, which then deletes it.
-    this.bindings.addHandlers(
-      each((o) => {
-        const ns = o.metadata.labels?.[RELAY_NAMESPACE_LABEL];
-        const name = o.metadata.labels?.[RELAY_NAME_LABEL];
-        if (!ns || !name) return;
-        if (this.opts.namespaces?.length && !this.opts.namespaces.includes(ns)) return;
-        this.relayController.enqueue(objectKey(ns, name));
-      }),
-    );
+    // The binding edited by hand (or re-applied by the install) gets its subjects back.
+    this.binding?.addHandlers(each(() => this.attributionController?.enqueue(ATTRIBUTION_KEY)));
   }
 
   private enqueueAllRelays(): void {
@@ -177,7 +188,7 @@ export class Manager {
       this.relays as Informer,
       this.policies as Informer,
       this.namespaces,
-      this.bindings,
+      ...(this.binding ? [this.binding] : []),
       ...this.children.values(),
     ];
   }
@@ -221,6 +232,8 @@ export class Manager {
     this.metrics.leader.set({ name: 'email-relay-operator' }, 1);
     this.relayController.start();
     this.policyController.start();
+    this.attributionController?.start();
+    this.attributionController?.enqueue(ATTRIBUTION_KEY);
     this.enqueueAllRelays();
     for (const p of this.policies.list())
       this.policyController.enqueue(objectKey(p.metadata.namespace, p.metadata.name));
@@ -250,7 +263,11 @@ export class Manager {
     if (this.stopping) return;
     this.stopping = true;
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    await Promise.all([this.relayController.stop(), this.policyController.stop()]);
+    await Promise.all([
+      this.relayController.stop(),
+      this.policyController.stop(),
+      ...(this.attributionController ? [this.attributionController.stop()] : []),
+    ]);
     await this.recorder.flush();
     await this.elector?.stop();
     await Promise.all(this.informers().map((i) => i.stop()));

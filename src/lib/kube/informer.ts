@@ -21,6 +21,8 @@ export interface InformerOptions<T extends KubeObject = KubeObject> {
   /** Namespaces to watch; undefined or [] watches all (or a cluster-scoped kind). */
   namespaces?: string[];
   labelSelector?: string;
+  /** e.g. `metadata.name=x`: lets RBAC scope a list/watch by resourceNames to that one object. */
+  fieldSelector?: string;
   logger: Logger;
   /** Server-side watch timeout bounds (seconds); a random value in between, as client-go does. */
   watchTimeoutSeconds?: [number, number];
@@ -148,7 +150,12 @@ export class Informer<T extends KubeObject = KubeObject> {
       const page = await this.client.get<{
         items: T[];
         metadata: { resourceVersion: string; continue?: string };
-      }>(resourcePath(this.type, ns), { labelSelector: this.opts.labelSelector, limit: 500, continue: cont });
+      }>(resourcePath(this.type, ns), {
+        labelSelector: this.opts.labelSelector,
+        fieldSelector: this.opts.fieldSelector,
+        limit: 500,
+        continue: cont,
+      });
       // List responses leave out apiVersion/kind of the items.
       for (const item of page.items)
         items.push(this.transform({ ...item, apiVersion: this.type.apiVersion, kind: this.type.kind }));
@@ -210,6 +217,7 @@ export class Informer<T extends KubeObject = KubeObject> {
           allowWatchBookmarks: true,
           timeoutSeconds,
           labelSelector: this.opts.labelSelector,
+          fieldSelector: this.opts.fieldSelector,
         },
         signal: ctl.signal,
       });

@@ -22,13 +22,20 @@ export const PRESTOP_SLEEP_SECONDS = 5;
 
 /** The ClusterRole (deploy/base) that lets a relay watch pods and namespaces to attribute clients. */
 export const ATTRIBUTION_CLUSTER_ROLE = 'email-relay-client-attribution';
-/** Labels naming the relay of a cluster-scoped object (which cannot carry a namespaced owner). */
+/**
+ * The one ClusterRoleBinding (deploy/base) of that role to every relay's ServiceAccount. The
+ * install creates it; the operator may only get, watch and patch this one object (resourceNames)
+ * and keeps its subjects equal to the relays' ServiceAccounts. Its roleRef is immutable, so that
+ * grant cannot be turned into a binding of anything else.
+ */
+export const ATTRIBUTION_BINDING = 'email-relay-client-attribution';
+/**
+ * Labels naming the relay on the per-relay ClusterRoleBindings (`email-relay:<ns>:<relay>`)
+ * that operator 0.1 created; the migration deletes only bindings that carry them.
+ */
 export const RELAY_NAMESPACE_LABEL = `${GROUP}/relay-namespace`;
 export const RELAY_NAME_LABEL = `${GROUP}/relay-name`;
-
-/** One ClusterRoleBinding per relay, for its client attribution. */
-export const attributionBindingName = (namespace: string, relay: string) =>
-  `email-relay:${namespace}:${relay}`;
+export const LEGACY_BINDING_PREFIX = 'email-relay:';
 
 export const childNames = (relay: string) => ({
   service: relay,

@@ -13,14 +13,7 @@ import type { EventRecorder } from '../runtime/events.ts';
 import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { matchesSelector, selectorString } from '../runtime/selector.ts';
 import { canonicalJson, contentHash } from './hash.ts';
-import {
-  APPLIED_HASH_ANNOTATION,
-  attributionBindingName,
-  childNames,
-  FIELD_MANAGER,
-  selectorLabels,
-  serviceHost,
-} from './names.ts';
+import { APPLIED_HASH_ANNOTATION, childNames, FIELD_MANAGER, selectorLabels, serviceHost } from './names.ts';
 import { renderRelay } from './render.ts';
 import { computeRelayStatus, type StatusInput } from './status.ts';
 
@@ -43,8 +36,6 @@ export interface RelayCaches {
   policies: Informer<EmailPolicy>;
   namespaces: Informer;
   children: ReadonlyMap<string, Informer>;
-  /** The relays' cluster-scoped ClusterRoleBindings (client attribution). */
-  bindings: Informer;
 }
 
 export interface RelayReconcilerDeps {
@@ -138,28 +129,13 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     }
   }
 
-  async function dropBinding(namespace: string, name: string): Promise<void> {
-    const binding = caches.bindings.get(undefined, attributionBindingName(namespace, name));
-    if (!binding) return;
-    try {
-      await deleteObject(client, binding);
-      logger.info(
-        { relay: `${namespace}/${name}`, name: binding.metadata.name },
-        'deleted ClusterRoleBinding',
-      );
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-  }
-
   return async function reconcile(key: string): Promise<Result | undefined> {
     const { namespace, name } = splitKey(key);
     const relay = caches.relays.get(namespace, name);
     if (!relay || relay.metadata.deletionTimestamp) {
       written.delete(key);
       retries.delete(key);
-      // Owner references clean up the namespaced children; the cluster-scoped binding is ours to drop.
-      await dropBinding(namespace, name);
+      // Owner references clean up the children; the attribution controller drops its subject.
       return undefined;
     }
     const uid = relay.metadata.uid ?? '';
@@ -286,14 +262,6 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       }
     }
 
-    // 4b. Cluster-scoped: the ClusterRoleBinding for client attribution, or none.
-    for (const obj of retryable ? [] : rendered.clusterObjects.map(withAppliedHash)) {
-      const actual = caches.bindings.get(undefined, obj.metadata.name);
-      if (upToDate(obj, actual)) continue;
-      await serverSideApply(client, obj, FIELD_MANAGER);
-      changed[actual ? 'Updated' : 'Created'].push(`${obj.kind} ${obj.metadata.name}`);
-    }
-    if (!retryable && !rendered.clusterObjects.length) await dropBinding(namespace, name);
     for (const [verb, what] of Object.entries(changed)) {
       if (what.length)
         recorder.event(

@@ -5,16 +5,12 @@ import type { ValidPolicy } from '../emailpolicy/select.ts';
 import { renderConfigData, renderRelayConfig } from './config.ts';
 import { contentHash } from './hash.ts';
 import {
-  ATTRIBUTION_CLUSTER_ROLE,
-  attributionBindingName,
   CONFIG_DIR,
   CONFIG_HASH_ANNOTATION,
   childNames,
   commonLabels,
   PRESTOP_SLEEP_SECONDS,
   RELAY_CONFIG_KEY,
-  RELAY_NAME_LABEL,
-  RELAY_NAMESPACE_LABEL,
   RELAY_UID,
   ROUTE_SECRET_DIR,
   SPOOL_MOUNT,
@@ -49,8 +45,6 @@ export interface Rendered {
   configHash: string;
   workloadKind: 'Deployment' | 'StatefulSet';
   objects: KubeObject[];
-  /** Cluster-scoped objects of the relay (no owner reference possible). */
-  clusterObjects: KubeObject[];
 }
 
 export function ownerReference(relay: RelayRef): OwnerReference {
@@ -365,7 +359,8 @@ export function renderRelay(input: RenderInput): Rendered {
       apiVersion: 'v1',
       kind: 'ServiceAccount',
       metadata: meta(relay, names.serviceAccount),
-      // The relay calls the API only for client attribution (read-only, ClusterRoleBinding below).
+      // The relay calls the API only for client attribution (read-only, through the one
+      // ClusterRoleBinding whose subjects the operator keeps: see attribution.ts).
       automountServiceAccountToken: spec.access.attribution,
     },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(relay, names.configMap), data: configData },
@@ -380,32 +375,5 @@ export function renderRelay(input: RenderInput): Rendered {
     configHash,
     workloadKind: workload.kind as Rendered['workloadKind'],
     objects,
-    ...(spec.access.attribution
-      ? { clusterObjects: [renderAttributionBinding(relay)] }
-      : { clusterObjects: [] }),
   };
-}
-
-/**
- * Read-only access to pods and namespaces for the relay's ServiceAccount. Cluster-scoped, so it
- * cannot have the namespaced EmailRelay as owner: labels name the relay, and the operator deletes
- * the binding when the relay is gone (also one left behind while the operator was down).
- */
-export function renderAttributionBinding(relay: RelayRef): KubeObject {
-  return {
-    apiVersion: 'rbac.authorization.k8s.io/v1',
-    kind: 'ClusterRoleBinding',
-    metadata: {
-      name: attributionBindingName(relay.namespace, relay.name),
-      labels: {
-        ...commonLabels(relay.name),
-        [RELAY_NAMESPACE_LABEL]: relay.namespace,
-        [RELAY_NAME_LABEL]: relay.name,
-      },
-    },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: ATTRIBUTION_CLUSTER_ROLE },
-    subjects: [
-      { kind: 'ServiceAccount', name: childNames(relay.name).serviceAccount, namespace: relay.namespace },
-    ],
-  } as KubeObject;
 }

@@ -123,6 +123,64 @@ describe('renderRelay', () => {
     ).toBeUndefined();
   });
 
+  it('NetworkPolicies admit each port only from the peers they name, and nothing else', () => {
+    // The NetworkPolicy semantics: a pod selected by any Ingress policy accepts a connection
+    // only if some rule of some policy selecting it names both the peer and the port.
+    type Peer = { nsLabels?: Record<string, string>; ip?: string };
+    const matches = (sel: Any, labels: Record<string, string> = {}) =>
+      Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v) && !sel.matchExpressions;
+    const inCidr = (ip: string, cidr: string) => {
+      const [base, bits] = cidr.split('/');
+      const n = (a: string) => a.split('.').reduce((x, o) => x * 256 + Number(o), 0);
+      const mask = 2 ** 32 - 2 ** (32 - Number(bits));
+      return (n(ip) & mask) >>> 0 === (n(base ?? '') & mask) >>> 0;
+    };
+    const admits = (r: ReturnType<typeof render>, peer: Peer, port: number) =>
+      r.objects
+        .filter((o) => o.kind === 'NetworkPolicy')
+        .some((p: Any) => {
+          expect(p.spec.podSelector).toEqual({
+            matchLabels: find(r, 'StatefulSet').spec.selector.matchLabels,
+          });
+          expect(p.spec.policyTypes).toEqual(['Ingress']);
+          return p.spec.ingress.some((rule: Any) => {
+            // An empty `from` or `ports` would admit everyone or every port: never rendered.
+            expect(rule.from?.length).toBeGreaterThan(0);
+            expect(rule.ports?.length).toBeGreaterThan(0);
+            return (
+              rule.ports.some((p: Any) => p.port === port && p.protocol === 'TCP') &&
+              rule.from.some((f: Any) =>
+                f.namespaceSelector
+                  ? peer.nsLabels !== undefined && matches(f.namespaceSelector, peer.nsLabels)
+                  : f.ipBlock && peer.ip !== undefined && inCidr(peer.ip, f.ipBlock.cidr),
+              )
+            );
+          });
+        });
+    const r = render({ access: { extraCIDRs: ['192.0.2.0/24'] } });
+    const app = { nsLabels: { 'email.bionicaisolutions.com/relay-access': 'true' } };
+    const monitoring = { nsLabels: { 'kubernetes.io/metadata.name': 'monitoring' } };
+    const other = { nsLabels: { 'kubernetes.io/metadata.name': 'other' } };
+    expect(find(r, 'NetworkPolicy', 'postfix-relay-metrics').spec.ingress[0].from).toEqual([
+      { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+    ]);
+    expect([admits(r, app, 25), admits(r, app, 9090)]).toEqual([true, false]);
+    expect([admits(r, monitoring, 25), admits(r, monitoring, 9090)]).toEqual([false, true]);
+    expect([admits(r, other, 25), admits(r, other, 9090)]).toEqual([false, false]);
+    expect([admits(r, { ip: '192.0.2.7' }, 25), admits(r, { ip: '192.0.2.7' }, 9090)]).toEqual([true, false]);
+    expect(admits(r, { ip: '198.51.100.1' }, 25)).toBe(false);
+    // Metrics off: the HTTP port (probes) is named by no policy, so no pod may reach it.
+    const off = render({ metrics: { enabled: false } });
+    expect(find(off, 'StatefulSet').spec.template.spec.containers[0].ports.map((p: Any) => p.name)).toContain(
+      'http',
+    );
+    expect([admits(off, monitoring, 9090), admits(off, app, 9090), admits(off, app, 25)]).toEqual([
+      false,
+      false,
+      true,
+    ]);
+  });
+
   it('a PodDisruptionBudget only when replicas > 1', () => {
     expect(find(render(), 'PodDisruptionBudget').spec.maxUnavailable).toBe(1);
     expect(find(render({ replicas: 1 }), 'PodDisruptionBudget')).toBeUndefined();
@@ -165,29 +223,16 @@ describe('renderRelay', () => {
     });
     expect(find(r, 'ServiceAccount').automountServiceAccountToken).toBe(true);
     expect(find(r, 'StatefulSet').spec.template.spec.automountServiceAccountToken).toBe(true);
-    const binding = r.clusterObjects[0] as Any;
-    expect(binding).toMatchObject({
-      kind: 'ClusterRoleBinding',
-      metadata: {
-        name: 'email-relay:email-server-prod:postfix-relay',
-        labels: {
-          'email.bionicaisolutions.com/relay-namespace': 'email-server-prod',
-          'email.bionicaisolutions.com/relay-name': 'postfix-relay',
-        },
-      },
-      roleRef: { kind: 'ClusterRole', name: 'email-relay-client-attribution' },
-      subjects: [{ kind: 'ServiceAccount', name: 'postfix-relay', namespace: 'email-server-prod' }],
-    });
-    expect(binding.metadata.ownerReferences).toBeUndefined();
+    // No RBAC object per relay: the attribution controller adds its ServiceAccount to the one binding.
+    expect(r.objects.map((o) => o.kind)).not.toContain('ClusterRoleBinding');
   });
 
-  it('without attribution: pod networks admitted, no token, no binding', () => {
+  it('without attribution: pod networks admitted, no token', () => {
     const r = render({ access: { attribution: false, extraCIDRs: ['192.0.2.0/24'] } });
     expect(r.config.access.allow).toContain('10.0.0.0/8');
     expect(r.config.access.allow).toContain('192.0.2.0/24');
     expect(r.config.access.kubernetes.enabled).toBe(false);
     expect(find(r, 'ServiceAccount').automountServiceAccountToken).toBe(false);
-    expect(r.clusterObjects).toEqual([]);
   });
 
   it('renders per-sender-domain routes into the relay config, credentials as mounted files', () => {
