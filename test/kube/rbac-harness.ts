@@ -1,5 +1,5 @@
 import { renderInstall } from '../../scripts/permissions.ts';
-import { isNotFound, type KubeClient } from '../../src/lib/kube/client.ts';
+import { isNotFound, KubeClient } from '../../src/lib/kube/client.ts';
 import { type KubeConnection, loadKubeConnection } from '../../src/lib/kube/connection.ts';
 import type { KubeObject } from '../../src/operator/api/meta.ts';
 
@@ -121,7 +121,7 @@ export async function saCan(admin: KubeClient, user: string, a: Access): Promise
 }
 
 /** "group/resource verb name" atoms an identity holds in a namespace, as the apiserver says. */
-export async function effectiveRules(client: KubeClient, namespace: string): Promise<string[]> {
+export async function effectiveRules(client: KubeClient, namespace: string, except: readonly string[] = []) {
   const review = await client.request<{
     status: {
       resourceRules: {
@@ -134,10 +134,26 @@ export async function effectiveRules(client: KubeClient, namespace: string): Pro
   }>('POST', '/apis/authorization.k8s.io/v1/selfsubjectrulesreviews', {
     body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectRulesReview', spec: { namespace } },
   });
-  return ruleAtoms(review.status.resourceRules).filter(
-    // Every authenticated user may ask what it may do (system:basic-user): not ours to list.
-    (a) => !/^authorization\.k8s\.io\/selfsubject|^authentication\.k8s\.io\/selfsubject/.test(a),
-  );
+  return ruleAtoms(review.status.resourceRules).filter((a) => !except.includes(a));
+}
+
+/**
+ * What every ServiceAccount may do without any binding of ours (the apiserver's defaults: ask
+ * what it may do, read ClusterTrustBundles, ...): the rules of a ServiceAccount bound to nothing.
+ */
+export async function baselineRules(
+  admin: KubeClient,
+  kubeconfig: string,
+  namespace: string,
+): Promise<string[]> {
+  const name = 'rbac-baseline-nobody';
+  await applyAny(admin, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace } });
+  const nobody = new KubeClient(await connectionAs(admin, kubeconfig, namespace, name));
+  try {
+    return await effectiveRules(nobody, namespace);
+  } finally {
+    nobody.close();
+  }
 }
 
 export function ruleAtoms(
