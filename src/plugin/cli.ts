@@ -14,7 +14,7 @@ const USAGE = `usage: kubectl email-relay [-n NS | -A] [--kubeconfig FILE] [--co
   queue show RELAY ID                     one message, from whichever pod holds it
   queue flush RELAY [--pod POD]           retry everything now (postqueue -f)
   queue retry RELAY ID | queue delete RELAY ID
-  drain POD [--timeout SECONDS]           deliver a pod's queue now and wait until it is empty
+  drain POD                               the pod stops taking mail, hands its queue to the others, stops
   test-send RELAY --from ADDR --to ADDR [--probe-namespace NS] [--timeout SECONDS]
                                           send a probe through the relay as an app would, report the upstream's answer
   report RELAY [-o FILE]                  support bundle (resources, events, logs, status, config), addresses masked`;
@@ -122,28 +122,22 @@ export async function main(argv: string[], io: PluginIo): Promise<number> {
         return 1;
       }
       case 'drain': {
+        // The relay's own drain: it turns unready, takes no more mail, hands its queue to a ready
+        // peer (or delivers it) and stops; the pod is then safe to remove.
         const [pod, ...extra] = rest;
         if (!pod || extra.length) return usage();
         const namespace = ns && ns !== '*' ? ns : undefined;
         const podJson = JSON.parse(
           await must(kubectl, ['get', 'pod', pod, ...(namespace ? ['-n', namespace] : []), '-o', 'json']),
         ) as { metadata: { namespace: string } };
-        const podNs = podJson.metadata.namespace;
-        io.out(`${pod}: ${(await must(kubectl, cmd.queue(podNs, pod, ['flush']))).trim()}\n`);
-        const deadline = now() + timeoutMs;
-        for (;;) {
-          const left = (await queueJson(podNs, pod)).length;
-          if (left === 0) {
-            io.out(`${pod}: queue empty\n`);
-            return 0;
-          }
-          if (now() > deadline) {
-            io.err(`${pod}: ${left} message(s) still queued after ${timeoutMs / 1000}s (see: queue list)\n`);
-            return 1;
-          }
-          io.out(`${pod}: ${left} message(s) queued\n`);
-          await sleep(2000);
+        io.out(`${pod}: draining (unready, no new mail, queue handed to the other pods or delivered)\n`);
+        const r = await kubectl(cmd.queue(podJson.metadata.namespace, pod, ['drain', '--json']));
+        if (r.code !== 0) {
+          io.err(`${pod}: ${r.stderr.trim() || r.stdout.trim() || `exit ${r.code}`}\n`);
+          return 1;
         }
+        io.out(`${pod}: drained ${r.stdout.trim()}\n`);
+        return 0;
       }
       case 'test-send': {
         const [name, ...extra] = rest;

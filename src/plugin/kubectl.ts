@@ -54,6 +54,26 @@ export function connectionArgs(conn: Connection): string[] {
 /** '*': every namespace; undefined: the context's namespace, as kubectl itself does. */
 const nsArgs = (ns: string | undefined) => (ns === '*' ? ['-A'] : ns ? ['-n', ns] : []);
 
+/**
+ * A path of a pod's HTTP port (/metrics, /summary), fetched inside the pod from loopback:
+ * unaffected by the relay's NetworkPolicy (which admits scrapes only from the monitoring
+ * namespace), needs only pods/exec.
+ */
+function fetchLocal(ns: string, pod: string, port: number, path: string): string[] {
+  return [
+    'exec',
+    '-n',
+    ns,
+    pod,
+    '-c',
+    RELAY_CONTAINER,
+    '--',
+    RELAY_CLI[0]!,
+    '-e',
+    `fetch('http://127.0.0.1:${port}${path}').then((r) => { if (!r.ok) throw new Error('${path}: HTTP ' + r.status); return r.text(); }).then((t) => process.stdout.write(t), (e) => { console.error(e.message); process.exit(1); })`,
+  ];
+}
+
 export const cmd = {
   relays: (ns: string | undefined) => ['get', GROUP_RESOURCE, ...nsArgs(ns), '-o', 'json'],
   relay: (ns: string | undefined, name: string) => [
@@ -89,22 +109,9 @@ export const cmd = {
     '--config',
     RELAY_CONFIG,
   ],
-  /**
-   * /metrics of a pod, fetched inside the pod from loopback: unaffected by the relay's
-   * NetworkPolicy (which admits scrapes only from the monitoring namespace), needs only pods/exec.
-   */
-  metrics: (ns: string, pod: string, port: number) => [
-    'exec',
-    '-n',
-    ns,
-    pod,
-    '-c',
-    RELAY_CONTAINER,
-    '--',
-    RELAY_CLI[0]!,
-    '-e',
-    `fetch('http://127.0.0.1:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(e.message); process.exit(1); })`,
-  ],
+  fetch: fetchLocal,
+  metrics: (ns: string, pod: string, port: number) => fetchLocal(ns, pod, port, '/metrics'),
+  summary: (ns: string, pod: string, port: number) => fetchLocal(ns, pod, port, '/summary'),
   logs: (ns: string, pod: string, tail: number) => [
     'logs',
     '-n',

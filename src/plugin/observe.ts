@@ -107,6 +107,16 @@ export async function observePod(kubectl: Kubectl, relay: RelayObject, pod: PodO
   };
   if (view.phase !== 'Running') return view;
   const port = relay.spec?.metrics?.port ?? 9090;
+  // The relay's own /summary says it all; older relays without it: /metrics and the log.
+  const summary = await kubectl(cmd.summary(ns, pod.metadata.name, port));
+  if (summary.code === 0) {
+    try {
+      applySummary(view, JSON.parse(summary.stdout) as RelaySummaryLike);
+      return view;
+    } catch {
+      // not JSON: fall back
+    }
+  }
   const [metrics, logs] = await Promise.all([
     kubectl(cmd.metrics(ns, pod.metadata.name, port)),
     kubectl(cmd.logs(ns, pod.metadata.name, 2000)),
@@ -125,6 +135,31 @@ export async function observePod(kubectl: Kubectl, relay: RelayObject, pod: PodO
     if (refusal) view.lastRefusal = refusal;
   } else view.problems.push(`logs: ${logs.stderr.trim()}`);
   return view;
+}
+
+/** The parts of the relay's GET /summary (src/relay/summary.ts) the plugin shows. */
+export interface RelaySummaryLike {
+  draining?: boolean;
+  queue?: { messages?: number; oldestAgeSeconds?: number };
+  upstreams?: {
+    name: string;
+    state: string;
+    healthy?: boolean;
+    lastRefusal?: { reply: string; at: string };
+  }[];
+}
+
+export function applySummary(view: PodView, s: RelaySummaryLike): void {
+  if (s.queue?.messages !== undefined) view.queued = s.queue.messages;
+  if (s.queue?.oldestAgeSeconds !== undefined) view.oldestSeconds = s.queue.oldestAgeSeconds;
+  for (const u of s.upstreams ?? []) {
+    view.upstream[u.name] = u.healthy === false ? `${u.state},refusing` : u.state;
+    const r = u.lastRefusal;
+    if (r && (!view.lastRefusal || r.at > view.lastRefusal.time)) {
+      view.lastRefusal = { time: r.at, reply: r.reply, outcome: `${u.name} refused` };
+    }
+  }
+  if (s.draining) view.problems.push('draining');
 }
 
 export async function observe(kubectl: Kubectl, ns: string | undefined, name?: string): Promise<RelayView[]> {

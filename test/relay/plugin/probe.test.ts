@@ -44,12 +44,15 @@ describe('test-send probe script', () => {
     expect(e.stdout).toMatch(/554 5\.7\.1 <b@example\.org>: Relay access denied/);
   });
 
-  it('the metrics command the plugin execs in a pod reads /metrics on loopback', async () => {
+  it('the commands the plugin execs in a pod read /metrics and /summary on loopback', async () => {
     const r = await relay({ http: '127.0.0.1:0' });
     const args = cmd.metrics('ns', 'pod', r.http!.port);
     const script = args[args.indexOf('-e') + 1]!;
     const { stdout } = await run(process.execPath, ['-e', script], { timeout: 30_000 });
     expect(parseMetrics(stdout).find((m) => m.name === 'email_queue_size')?.value).toBe(0);
+    const sargs = cmd.summary('ns', 'pod', r.http!.port);
+    const summary = await run(process.execPath, ['-e', sargs[sargs.indexOf('-e') + 1]!], { timeout: 30_000 });
+    expect(JSON.parse(summary.stdout).queue.messages).toBe(0);
   });
 
   it('the plugin executable prints its usage', async () => {

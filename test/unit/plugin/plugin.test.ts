@@ -182,6 +182,33 @@ describe('kubectl email-relay: flows', () => {
     expect(r.out.indexOf('postfix-relay-0')).toBeLessThan(r.out.indexOf('postfix-relay-1'));
   });
 
+  it("status prefers the relay's /summary: queue, oldest, each upstream's state and last refusal", async () => {
+    const summary = {
+      queue: { messages: 5, oldestAgeSeconds: 3600 },
+      upstreams: [
+        {
+          name: 'smtp-relay.gmail.com:587',
+          state: 'open',
+          healthy: false,
+          lastRefusal: {
+            reply: '550 5.7.1 Invalid credentials for relay [203.0.113.7] - gsmtp',
+            at: '2026-12-01T10:50:00.000Z',
+          },
+        },
+      ],
+    };
+    const routes: Route[] = [
+      [/fetch\('http:\/\/127\.0\.0\.1:9090\/summary'\)/, ok(JSON.stringify(summary))],
+      ...base,
+    ];
+    const r = await run(['status', '-A'], routes);
+    expect(r.out).toMatch(/mail\/postfix-relay\s+True \(RelayReady\)\s+2\/2\s+10\s+60m/);
+    expect(r.out).toMatch(
+      /postfix-relay-0\s+true\s+5\s+60m\s+smtp-relay\.gmail\.com:587=open,refusing\s+2026-12-01T10:50:00\.000Z smtp-relay\.gmail\.com:587 refused: 550 5\.7\.1 Invalid credentials/,
+    );
+    expect(r.calls.some((c) => c[0] === 'logs')).toBe(false);
+  });
+
   it('status says why a pod could not be read (RBAC)', async () => {
     const routes: Route[] = [
       [/127\.0\.0\.1:9090\/metrics/, fail('Error from server (Forbidden): pods "x" is forbidden')],
@@ -229,27 +256,26 @@ describe('kubectl email-relay: flows', () => {
     expect(one.calls.filter((c) => c.includes('flush')).map((c) => c[3])).toEqual(['postfix-relay-1']);
   });
 
-  it('drain flushes the pod and waits until its queue is empty', async () => {
-    let lists = 0;
+  it("drain runs the relay's own drain in the pod and reports what it handed off", async () => {
     const routes: Route[] = [
-      [/^get pod postfix-relay-0/, ok(JSON.stringify(pod('postfix-relay-0')))],
-      [/queue flush/, ok('flushing the queue\n')],
-      [/queue list --json/, () => ok(JSON.stringify(++lists < 3 ? [message('A'), message('B')] : []))],
+      [/^get pod postfix-relay-0 -n mail -o json$/, ok(JSON.stringify(pod('postfix-relay-0')))],
+      [
+        /^exec -n mail postfix-relay-0 -c relay -- .* queue drain --json --config /,
+        ok('{"handedOff":2,"left":0}\n'),
+      ],
     ];
     const r = await run(['drain', 'postfix-relay-0', '-n', 'mail'], routes);
     expect(r.code).toBe(0);
-    expect(r.out).toContain('postfix-relay-0: 2 message(s) queued');
-    expect(r.out).toMatch(/queue empty\n$/);
+    expect(r.out).toContain('postfix-relay-0: drained {"handedOff":2,"left":0}');
     const stuck = await run(
-      ['drain', 'postfix-relay-0', '-n', 'mail', '--timeout', '5'],
+      ['drain', 'postfix-relay-0', '-n', 'mail'],
       [
         [/^get pod/, ok(JSON.stringify(pod('postfix-relay-0')))],
-        [/queue flush/, ok('flushing\n')],
-        [/queue list --json/, ok(JSON.stringify([message('A')]))],
+        [/queue drain/, { code: 1, stdout: '{"handedOff":0,"left":1}\n', stderr: '' }],
       ],
     );
     expect(stuck.code).toBe(1);
-    expect(stuck.err).toMatch(/1 message\(s\) still queued after 5s/);
+    expect(stuck.err).toContain('"left":1');
   });
 
   it('test-send: a probe pod in an admitted namespace, then the upstream answer from the relay logs', async () => {
