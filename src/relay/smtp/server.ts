@@ -17,6 +17,7 @@ import { Networks, normalizeAddress } from '../access/networks.ts';
 import type { HeaderEdits } from '../access/policy.ts';
 import { PolicySet } from '../access/policy.ts';
 import type { RelayMetrics } from '../metrics.ts';
+import { isSpoolFull } from '../spool/index.ts';
 import type { ClientInfo, NewMessage, QueueEntry, RecipientInput, Spool } from '../spool/types.ts';
 import { UserFile } from './auth.ts';
 import { MessageFilter, receivedHeader } from './message-filter.ts';
@@ -340,8 +341,9 @@ export class InboundServer {
       typeof declared === 'string' ? Number(declared) : undefined,
     );
     if (refusal) return policyReply(refusal, 'mail', address.address);
+    // Room for the declared size above the reserve (what is in flight already counted): else 452.
     const free = await this.deps.spool.headroom().catch(() => 0);
-    if (free <= 0) {
+    if (free <= 0 || free < (Number(declared) || 0)) {
       this.deps.logger.error({ client: client.address }, 'spool is short of space: refusing mail');
       return replies.noStorage();
     }
@@ -473,8 +475,11 @@ export class InboundServer {
       },
       (err: unknown) => {
         clearTimeout(timer);
-        const e = err instanceof SmtpReplyError ? err : replies.localError();
-        if (!(err instanceof SmtpReplyError) && !isConnectionGone(err)) {
+        const e =
+          err instanceof SmtpReplyError ? err : isSpoolFull(err) ? replies.noStorage() : replies.localError();
+        if (isSpoolFull(err)) {
+          this.deps.logger.error({ err }, 'spool is short of space: refused a message in DATA');
+        } else if (!(err instanceof SmtpReplyError) && !isConnectionGone(err)) {
           this.deps.logger.error({ err }, 'queue write failed');
         }
         this.deps.logger.info({ client, reason: e.reason }, `refused: ${e.message}`);
@@ -503,7 +508,9 @@ export class InboundServer {
     const envelope = session.envelope;
     const rcpts = envelope.rcptTo;
     const { client, policies, sender, edits } = tx;
-    const writer = await spool.begin();
+    const mailArgs = envelope.mailFrom ? (envelope.mailFrom.args as { SIZE?: string } | false) : false;
+    const declaredSize = (mailArgs && Number(mailArgs.SIZE)) || 0;
+    const writer = await spool.begin({ declaredSize });
     const id = writer.id;
     const filter = new MessageFilter({
       bareLineEndings: config.smtp.bareLineEndings,
@@ -532,18 +539,25 @@ export class InboundServer {
     });
     const max = this.gate.maxSize(policies, config.smtp.maxMessageSize);
     let oversized = false;
+    let full: unknown;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
-        // Refused (too big, or by its From: header): read on to the final dot, store nothing more.
-        if (oversized || tx.refusal) continue;
+        // Refused (too big, by its From: header, or no room): read on to the final dot, store nothing more.
+        if (oversized || tx.refusal || full) continue;
         if (stream.sizeExceeded || (stream.byteLength ?? 0) > max.limit) {
           oversized = true;
           continue;
         }
         const out = filter.push(chunk);
         if (tx.refusal) continue; // the header block just ended: not a byte of this message is stored
-        for (const b of out) await writer.write(b);
+        try {
+          for (const b of out) await writer.write(b);
+        } catch (err) {
+          if (!isSpoolFull(err)) throw err;
+          full = err; // answered 452 4.3.1 after the final dot
+        }
       }
+      if (full) throw full;
       // A stream destroyed by a vanished client may end the loop quietly: never commit half a message.
       if (!stream.readableEnded)
         throw Object.assign(new Error('client went away during DATA'), { code: 'ECONNECTION' });

@@ -16,5 +16,12 @@ export {
   showMessage,
   spoolOwner,
 } from './offline.ts';
-export { type JournalOptions, type OpenSpoolOptions, openSpool, type RelaySpool } from './spool.ts';
+export {
+  isSpoolFull,
+  type JournalOptions,
+  type OpenSpoolOptions,
+  openSpool,
+  type RelaySpool,
+  SpoolFullError,
+} from './spool.ts';
 export type * from './types.ts';

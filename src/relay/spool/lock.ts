@@ -54,16 +54,19 @@ export async function readLock(dir: string): Promise<{ info: LockInfo; mtimeMs: 
   const path = join(dir, LOCK_FILE);
   try {
     const [text, st] = await Promise.all([fsp.readFile(path, 'utf8'), fsp.stat(path)]);
-    return { info: parseLock(text), mtimeMs: st.mtimeMs };
+    const info = parseLock(text);
+    return info && { info, mtimeMs: st.mtimeMs };
   } catch (e) {
     if (isCode(e, 'ENOENT')) return undefined;
     throw e;
   }
 }
 
-function parseLock(text: string): LockInfo {
+/** A released lock reads as no lock. */
+function parseLock(text: string): LockInfo | undefined {
   try {
-    const j = JSON.parse(text) as Partial<LockInfo>;
+    const j = JSON.parse(text) as Partial<LockInfo> & { released?: boolean };
+    if (j.released === true) return undefined;
     if (typeof j.pid === 'number' && typeof j.host === 'string') {
       return { pid: j.pid, host: j.host, since: Number(j.since) || 0, purpose: String(j.purpose ?? '?') };
     }
@@ -98,23 +101,36 @@ export async function acquireLock(
   const staleMs = opts.staleMs ?? DEFAULT_LOCK_STALE_MS;
   const info: LockInfo = { pid: process.pid, host: hostname(), since: Date.now(), purpose: opts.purpose };
   const tmp = join(dir, `${LOCK_FILE}.${process.pid}.${randomBytes(4).toString('hex')}`);
-  await fsp.writeFile(tmp, JSON.stringify(info) + '\n');
+  let written = false;
   try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await createExclusive(tmp, path, info);
-        break;
-      } catch (e) {
-        if (!isCode(e, 'EEXIST') || attempt >= 3) throw e;
-      }
-      const current = await readLock(dir);
-      if (!current) continue;
-      if (await isLockAlive(dir, current, staleMs)) throw new SpoolLockedError(dir, current.info);
-      opts.logger?.warn({ dir, stale: current.info }, 'taking over stale spool lock');
-      await fsp.rm(path, { force: true });
-    }
-  } finally {
+    await fsp.writeFile(tmp, JSON.stringify(info) + '\n');
+    written = true;
+  } catch (e) {
     await fsp.rm(tmp, { force: true });
+    if (!isNoSpace(e)) throw e;
+  }
+  if (!written) {
+    // A full disk: a relay must still start and deliver. The lock file left by the last owner
+    // (a crash leaves it, a clean stop marks it released) is rewritten in place: no new blocks.
+    await takeInPlace(dir, path, info, staleMs, opts.logger);
+  } else {
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await createExclusive(tmp, path, info);
+          break;
+        } catch (e) {
+          if (!isCode(e, 'EEXIST') || attempt >= 3) throw e;
+        }
+        const current = await readLock(dir);
+        if (current && (await isLockAlive(dir, current, staleMs)))
+          throw new SpoolLockedError(dir, current.info);
+        if (current) opts.logger?.warn({ dir, stale: current.info }, 'taking over stale spool lock');
+        await fsp.rm(path, { force: true });
+      }
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
   }
   heldHere.add(key);
 
@@ -138,7 +154,8 @@ export async function acquireLock(
       heldHere.delete(key);
       const current = await readLock(dir).catch(() => undefined);
       if (current && current.info.pid === info.pid && current.info.since === info.since) {
-        await fsp.rm(path, { force: true });
+        // Kept, marked released: the next start can rewrite it in place even on a full disk.
+        await rewrite(path, { ...info, released: true }).catch(() => fsp.rm(path, { force: true }));
       }
     },
   };
@@ -152,6 +169,41 @@ async function createExclusive(tmp: string, path: string, info: LockInfo): Promi
     if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].some((c) => isCode(e, c))) throw e;
     await fsp.writeFile(path, JSON.stringify(info) + '\n', { flag: 'wx' });
   }
+}
+
+function isNoSpace(e: unknown): boolean {
+  return isCode(e, 'ENOSPC') || isCode(e, 'EDQUOT');
+}
+
+/** Overwrites an existing file in place (its blocks are allocated already). */
+async function rewrite(path: string, content: object): Promise<void> {
+  const fh = await fsp.open(path, 'r+');
+  try {
+    const buf = Buffer.from(JSON.stringify(content) + '\n');
+    await fh.write(buf, 0, buf.length, 0);
+    await fh.truncate(buf.length);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function takeInPlace(
+  dir: string,
+  path: string,
+  info: LockInfo,
+  staleMs: number,
+  logger: Logger | undefined,
+): Promise<void> {
+  const current = await readLock(dir);
+  if (current && (await isLockAlive(dir, current, staleMs))) throw new SpoolLockedError(dir, current.info);
+  try {
+    await rewrite(path, info);
+  } catch (e) {
+    if (!isCode(e, 'ENOENT')) throw e;
+    // No lock file to reuse (a spool never opened, or its file removed): needs one new block.
+    await fsp.writeFile(path, JSON.stringify(info) + '\n', { flag: 'wx' });
+  }
+  logger?.warn({ dir, stale: current?.info }, 'spool file system full: took the spool lock in place');
 }
 
 async function canonical(dir: string): Promise<string> {

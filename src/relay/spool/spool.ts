@@ -16,7 +16,7 @@
  * Opening rebuilds the index from the journal's records and the file names in queue/.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, mkdirSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { promises as fsp, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -136,6 +136,20 @@ const HEADROOM_CACHE_MS = 1000;
 /** Checkpoint fsyncs in flight; leaves the libuv pool to commits. */
 const CHECKPOINT_CONCURRENCY = 2;
 
+/** A write would eat into the free-space reserve (minFreeBytes): the reception must be refused with 452 4.3.1. */
+export class SpoolFullError extends Error {
+  override name = 'SpoolFullError';
+  readonly code = 'ESPOOLFULL';
+  constructor() {
+    super('spool file system short of space: refusing to write into the reserve');
+  }
+}
+
+/** Whether an error means the spool is out of space (ours, or the file system's own). */
+export function isSpoolFull(e: unknown): boolean {
+  return isCode(e, 'ESPOOLFULL') || isCode(e, 'ENOSPC') || isCode(e, 'EDQUOT');
+}
+
 class NotQueuedError extends Error {
   override name = 'NotQueuedError';
   readonly code = 'ENOTQUEUED';
@@ -199,7 +213,11 @@ class SpoolImpl implements RelaySpool {
   private failed: Error | undefined;
   private checkpointing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private headroomCache: { at: number; value: Promise<number> } | undefined;
+  /** Last statfs of the spool's file system, and how many bytes had been committed when it was asked for. */
+  private sample: { at: number; free: number; committedBase: number; gen: number } | undefined;
+  private sampling: Promise<void> | undefined;
+  /** Bytes committed since open: those after the sample are not in its free count yet. */
+  private committedTotal = 0;
   private readonly tmpPrefix = randomBytes(3).toString('hex');
   private tmpCounter = 0;
   private readonly io = { fileSyncs: 0, dirSyncs: 0, checkpoints: 0, checkpointedMessages: 0 };
@@ -340,6 +358,7 @@ class SpoolImpl implements RelaySpool {
     }
     const newest = scan.entries.at(-1);
     if (newest) spool.ids.floor(newest.id);
+    spool.takeSample();
     spool.timer = setInterval(() => spool.tick(), 1000);
     spool.timer.unref();
 
@@ -361,7 +380,7 @@ class SpoolImpl implements RelaySpool {
 
   // --- Spool -------------------------------------------------------------------------------------
 
-  async begin(opts: { id?: string } = {}): Promise<SpoolWriter> {
+  async begin(opts: { id?: string; declaredSize?: number } = {}): Promise<SpoolWriter> {
     this.assertUsable();
     const tmp = join(this.tmpDir, `r${this.tmpPrefix}-${(this.tmpCounter++).toString(36)}`);
     // The id is known from the first byte on, so the Received: header can carry it (as Postfix's does).
@@ -374,6 +393,7 @@ class SpoolImpl implements RelaySpool {
     }
     while (this.index.has(id)) id = this.ids.next();
     const w = new Writer(this, id, tmp, Math.max(SPILL_BYTES, this.journalOpts?.inlineMaxBytes ?? 0));
+    w.declared = Math.max(0, Math.floor(opts.declaredSize ?? 0));
     this.writers.add(w);
     return w;
   }
@@ -576,17 +596,53 @@ class SpoolImpl implements RelaySpool {
     };
   }
 
-  headroom(): Promise<number> {
-    const now = Date.now();
-    if (this.headroomCache && now - this.headroomCache.at < HEADROOM_CACHE_MS)
-      return this.headroomCache.value;
-    const value = fsp.statfs(this.dir).then((s) => s.bavail * s.bsize - this.minFreeBytes);
-    const cache = { at: now, value };
-    this.headroomCache = cache;
-    value.catch(() => {
-      if (this.headroomCache === cache) this.headroomCache = undefined;
-    });
-    return value;
+  async headroom(): Promise<number> {
+    await this.refreshSample();
+    return this.room();
+  }
+
+  /**
+   * Free bytes above the reserve, from the last sample (at most a second old), less what was
+   * committed since and what receptions in progress may still write. Synchronous: every write
+   * past a writer's reservation asks, and concurrent writers must not all see the same room.
+   */
+  room(): number {
+    const s = this.sample;
+    if (!s) return Number.POSITIVE_INFINITY;
+    let inFlight = 0;
+    for (const w of this.writers) {
+      // What it spilled to tmp/ before the sample is in the sample's free count already.
+      const counted = w.sampleGen === s.gen ? w.diskAtSample : 0;
+      if (w.state !== 'done') inFlight += Math.max(w.declared, w.size) - counted;
+    }
+    if (Date.now() - s.at >= HEADROOM_CACHE_MS) void this.refreshSample().catch(() => {});
+    return s.free - this.minFreeBytes - (this.committedTotal - s.committedBase) - inFlight;
+  }
+
+  private refreshSample(): Promise<void> {
+    if (this.sample && Date.now() - this.sample.at < HEADROOM_CACHE_MS) return Promise.resolve();
+    this.sampling ??= (async () => {
+      const committedBase = this.committedTotal;
+      const gen = (this.sample?.gen ?? 0) + 1;
+      const spilled = [...this.writers].map((w) => [w, w.spilledBytes] as const);
+      try {
+        const st = await fsp.statfs(this.dir);
+        for (const [w, n] of spilled) {
+          w.sampleGen = gen;
+          w.diskAtSample = n;
+        }
+        this.sample = { at: Date.now(), free: st.bavail * st.bsize, committedBase, gen };
+      } finally {
+        this.sampling = undefined;
+      }
+    })();
+    return this.sampling;
+  }
+
+  /** First sample at open (sync: nothing else runs yet). */
+  takeSample(): void {
+    const st = statfsSync(this.dir);
+    this.sample = { at: Date.now(), free: st.bavail * st.bsize, committedBase: this.committedTotal, gen: 1 };
   }
 
   async writable(): Promise<boolean> {
@@ -666,6 +722,9 @@ class SpoolImpl implements RelaySpool {
     if (!first.done && id < first.value) this.olderThanFirst.add(id);
     this.index.set(id, entry);
     this.totalBytes += entry.size;
+    // Less what the current sample saw of it on disk already (spilled before the sample).
+    const seen = w.sampleGen === this.sample?.gen ? w.diskAtSample : 0;
+    this.committedTotal += entry.size + env.length - seen;
     return msg;
   }
 
@@ -864,6 +923,11 @@ function checkMeta(meta: NewMessage): void {
 /** Receives one message: buffers small ones in memory, spills larger ones to a file in tmp/. */
 class Writer implements SpoolWriter {
   state: 'open' | 'committing' | 'done' = 'open';
+  /** Bytes reserved up front (MAIL FROM SIZE=). */
+  declared = 0;
+  /** Bytes it had spilled to tmp/ when sample `sampleGen` of the free space was asked for. */
+  diskAtSample = 0;
+  sampleGen = 0;
   private bytes = 0;
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -882,6 +946,11 @@ class Writer implements SpoolWriter {
     return this.bytes;
   }
 
+  /** Message bytes written to its tmp/ file so far. */
+  get spilledBytes(): number {
+    return this.filePos - PREAMBLE_SIZE;
+  }
+
   get spilled(): boolean {
     return this.fh !== undefined;
   }
@@ -890,6 +959,9 @@ class Writer implements SpoolWriter {
   async write(chunk: Buffer): Promise<void> {
     if (this.state !== 'open') throw new Error('spool writer is no longer open');
     if (chunk.length === 0) return;
+    // Growing past its reservation: only while that leaves the reserve untouched.
+    const growth = Math.min(chunk.length, this.bytes + chunk.length - this.declared);
+    if (growth > 0 && this.spool.room() < growth) throw new SpoolFullError();
     this.bytes += chunk.length;
     this.chunks.push(chunk);
     this.buffered += chunk.length;

@@ -118,8 +118,11 @@ export interface Spool {
   /**
    * Start receiving a message into the spool. `id`: keep a peer's queue id (it dates the message);
    * throws with code EEXIST when that id is queued or being received here already.
+   * `declaredSize` (MAIL FROM SIZE=) is reserved from the free space up front; past it, each
+   * write checks there is room left above the reserve and fails with SpoolFullError (code
+   * ESPOOLFULL) before touching it.
    */
-  begin(opts?: { id?: string }): Promise<SpoolWriter>;
+  begin(opts?: { id?: string; declaredSize?: number }): Promise<SpoolWriter>;
   /** Full envelope of one message, read from disk; undefined if not queued. */
   get(id: string): Promise<QueuedMessage | undefined>;
   /** The message bytes, streamed from disk (never held whole in memory). */
@@ -131,7 +134,11 @@ export interface Spool {
   /** Entries, oldest first. */
   entries(): QueueEntry[];
   stats(): SpoolStats;
-  /** Free bytes on the spool filesystem minus the configured reserve; <= 0 means refuse mail. */
+  /**
+   * Free bytes on the spool filesystem minus the configured reserve and minus what receptions in
+   * progress may still write (their declared SIZE or what they wrote, the larger); <= 0 means
+   * refuse mail.
+   */
   headroom(): Promise<number>;
   /** Whether the spool directory is writable (for /readyz). */
   writable(): Promise<boolean>;
