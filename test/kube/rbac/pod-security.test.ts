@@ -109,6 +109,14 @@ describe('Pod Security "restricted"', () => {
     }
   });
 
+  it("deploy/samples enforces restricted in the relay's namespace, and its relay's pod is admitted", async () => {
+    const samples = (await renderInstall(kubectl, 'deploy/samples')) as Obj[];
+    const relay = samples.find((o) => o.kind === 'EmailRelay');
+    const ns = samples.find((o) => o.kind === 'Namespace' && o.metadata.name === relay?.metadata.namespace);
+    expect(ns?.metadata.labels?.['pod-security.kubernetes.io/enforce']).toBe('restricted');
+    await expect(admit(relayPod(relay?.spec ?? {}))).resolves.toMatchObject({ kind: 'Pod' });
+  });
+
   it('refuses a pod that breaks the profile (the admission is really on)', async () => {
     const pod = relayPod({});
     delete pod.spec.securityContext.runAsNonRoot;
