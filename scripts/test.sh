@@ -46,6 +46,10 @@ npm run --silent crds:check
 npm run --silent reference:check
 npm run --silent monitoring:check
 
+step "Images without Docker (relay, client, pause; rebuilt only when their inputs change)"
+# Built here rather than inside the tests, so a cold build does not compete with timed tests.
+npm run --silent image -- all >/dev/null
+
 step "Tests"
 report="$(mktemp -t email-relay-vitest-XXXXXX.json)"
 status=0

@@ -35,6 +35,8 @@ export interface ImageResult {
 }
 
 const EPOCH = new Date(0);
+/** The host's architecture in OCI terms: the image carries the host's binaries. */
+const ARCH = ({ x64: 'amd64', arm64: 'arm64' } as Record<string, string>)[process.arch] ?? process.arch;
 const EPOCH_ISO = '1970-01-01T00:00:00Z';
 const MEDIA = {
   index: 'application/vnd.oci.image.index.v1+json',
@@ -59,7 +61,7 @@ export async function writeOciArchive(
     const layerSize = (await stat(layerFile)).size;
 
     const configJson = json({
-      architecture: 'amd64',
+      architecture: ARCH,
       os: 'linux',
       created: EPOCH_ISO,
       config,
@@ -83,7 +85,7 @@ export async function writeOciArchive(
           mediaType: MEDIA.manifest,
           digest: manifestDigest,
           size: manifestJson.length,
-          platform: { architecture: 'amd64', os: 'linux' },
+          platform: { architecture: ARCH, os: 'linux' },
           annotations: { 'io.containerd.image.name': name, 'org.opencontainers.image.ref.name': tag },
         },
       ],
