@@ -26,6 +26,90 @@ const upstreamAuthSchema = z.object({
     .describe('File with the password or OAuth2 access token; or EMAIL_RELAY_UPSTREAM_PASSWORD'),
 });
 
+/**
+ * How an upstream's replies are read. `recipient`: about that recipient (5xx bounces it, 4xx
+ * defers it); `relay`: about this relay's identity, credentials, quota or rate (the whole route is
+ * held and retried on its own schedule; nothing is bounced before the message's lifetime ends);
+ * `connection`: the session failed (counts towards the circuit breaker).
+ */
+export const replyRuleSchema = z
+  .object({
+    reply: z
+      .string()
+      .min(1)
+      .refine((v) => {
+        try {
+          new RegExp(v, 'i');
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'expected a regular expression')
+      .describe(
+        'Regular expression (case-insensitive) tested against the one-line reply, e.g. "^550 5\\.7\\.0 "',
+      ),
+    class: z.enum(['recipient', 'relay', 'connection']),
+    reason: z
+      .enum(['identity', 'auth', 'quota', 'rate', 'config'])
+      .optional()
+      .describe(
+        'For class relay: what is wrong (picks the hold schedule; rate backs off and resumes slowly)',
+      ),
+  })
+  .strict()
+  .refine((r) => r.class !== 'relay' || r.reason !== undefined, {
+    message: 'a relay-level rule needs a reason',
+    path: ['reason'],
+  });
+
+export const replyClassesSchema = z
+  .object({
+    profile: z
+      .enum(['auto', 'google', 'generic'])
+      .default('auto')
+      .describe(
+        "Built-in table after the rules; auto: google for Google's relay (*.gmail.com), else generic",
+      ),
+    rules: z.array(replyRuleSchema).default([]).describe('Tried first, in order; the first match wins'),
+  })
+  .strict();
+
+const upstreamDeadlinesSchema = z
+  .object({
+    // Postfix's smtp_*_timeout values, except where noted; each bounds the wait for one whole reply.
+    helo: seconds.min(1).default(300).describe('EHLO and STARTTLS replies (Postfix smtp_helo_timeout)'),
+    auth: seconds.min(1).default(120).describe('Each AUTH exchange'),
+    mail: seconds.min(1).default(300).describe('MAIL FROM reply (smtp_mail_timeout)'),
+    rcpt: seconds.min(1).default(300).describe('Each RCPT TO reply (smtp_rcpt_timeout)'),
+    dataInit: seconds.min(1).default(120).describe('DATA reply (smtp_data_init_timeout)'),
+    dataXfer: seconds
+      .min(1)
+      .default(180)
+      .describe('Sending the message: longest time without progress (smtp_data_xfer_timeout)'),
+    dataDone: seconds.min(1).default(600).describe('Reply to the final dot (smtp_data_done_timeout)'),
+    rset: seconds.min(1).default(20).describe('RSET reply (smtp_rset_timeout)'),
+    attempt: seconds
+      .min(1)
+      .default(600)
+      .describe('A whole delivery attempt of one message, however slowly the upstream trickles its replies'),
+  })
+  .strict();
+
+const holdSchema = z
+  .object({
+    initialSeconds: seconds.min(0.01).default(60).describe('Identity, auth, config refusals: first hold'),
+    maxSeconds: seconds.min(0.01).default(900),
+    multiplier: z.number().min(1).default(2).describe('Growth of the hold after each refused probe'),
+    quotaInitialSeconds: seconds.min(0.01).default(900).describe('Quota refusals (daily limits): first hold'),
+    quotaMaxSeconds: seconds.min(0.01).default(3600),
+    rateInitialSeconds: seconds.min(0.01).default(60).describe('Rate refusals (peak limits): first back-off'),
+    rateMaxSeconds: seconds.min(0.01).default(900),
+    resumeSeconds: seconds
+      .default(60)
+      .describe('After a rate back-off: time to ramp from one connection back up to maxConnections'),
+  })
+  .strict();
+
 export const tlsFilesSchema = z.object({
   certFile: z.string().describe('PEM certificate chain (e.g. a cert-manager Secret, tls.crt)'),
   keyFile: z.string().describe('PEM private key (tls.key)'),
@@ -159,6 +243,9 @@ export const configSchema = z
                 auth: upstreamAuthSchema
                   .optional()
                   .describe('Credentials of this smarthost (never the default ones)'),
+                replyClasses: replyClassesSchema
+                  .optional()
+                  .describe("How this smarthost's replies are read (default: the upstream's)"),
               })
               .strict(),
           )
@@ -170,6 +257,17 @@ export const configSchema = z
         connectTimeoutSeconds: seconds.default(30),
         greetingTimeoutSeconds: seconds.default(30),
         socketTimeoutSeconds: seconds.default(300),
+        deadlines: upstreamDeadlinesSchema
+          .prefault({})
+          .describe('Upstream command and attempt deadlines, seconds'),
+        replyClasses: replyClassesSchema.prefault({}),
+        hold: holdSchema
+          .prefault({})
+          .describe("Schedules of a route held by a relay-level refusal (its own, not the messages')"),
+        preflight: z
+          .boolean()
+          .default(true)
+          .describe('At start: connect, EHLO, STARTTLS and AUTH as configured, QUIT; report the result'),
         tlsRejectUnauthorized: z.boolean().default(true),
         caFile: z.string().optional().describe('Extra CA bundle to trust for the upstream'),
       })
@@ -203,7 +301,35 @@ export const configSchema = z
           'EMAIL_RELAY_LOG_HASH_KEY); the domain stays, field names never change',
       ),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Google's relay answers "421 4.7.0 Try again later, closing connection. (EHLO)" to a name that
+    // is not fully qualified, forever: refuse to start rather than queue mail that cannot leave.
+    const google = [c.upstream.url, ...c.upstream.routes.map((r) => r.url)].find(
+      (u) => u !== undefined && isGoogleRelay(u),
+    );
+    if (google && !isFqdn(c.hostname)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hostname'],
+        message: `${JSON.stringify(c.hostname)} is not a fully qualified domain name, and ${google} refuses EHLO with such names (421 4.7.0): set hostname, e.g. mail.example.com`,
+      });
+    }
+  });
+
+/** A name with at least two labels and an alphabetic top-level one (not "localhost", not a pod name). */
+export function isFqdn(name: string): boolean {
+  const labels = name.replace(/\.$/, '').split('.');
+  return (
+    labels.length >= 2 && /^[a-z][a-z0-9-]*$/i.test(labels.at(-1) ?? '') && name !== 'localhost.localdomain'
+  );
+}
+
+/** smtp-relay.gmail.com, smtp.gmail.com, aspmx.l.google.com and friends. */
+export function isGoogleRelay(url: string): boolean {
+  const host = /^[a-z+]+:\/\/([^/:]+)/i.exec(url)?.[1]?.toLowerCase() ?? '';
+  return /(^|\.)(gmail|googlemail|google)\.com\.?$/.test(host);
+}
 
 export type RelayConfig = z.output<typeof configSchema>;
 export type RelayConfigInput = z.input<typeof configSchema>;

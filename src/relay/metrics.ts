@@ -60,6 +60,37 @@ export function createRelayMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['class'] as const,
       registers,
     }),
+    /** 1 for the state each route is in (ok, held, backoff, probing, resuming, unreachable), 0 for the others. */
+    upstreamState: new Gauge({
+      name: 'email_upstream_state',
+      help: 'State of each upstream route (1 = current): ok, held, backoff, probing, resuming, unreachable',
+      labelNames: ['route', 'state'] as const,
+      registers,
+    }),
+    upstreamHeld: new Gauge({
+      name: 'email_upstream_held_messages',
+      help: 'Messages waiting for a held, backed-off or unreachable route',
+      labelNames: ['route'] as const,
+      registers,
+    }),
+    upstreamRefusals: new Counter({
+      name: 'email_upstream_refusals_total',
+      help: 'Relay-level refusals (the route is held, nothing bounced), by reason: identity, auth, config, quota, rate',
+      labelNames: ['route', 'reason'] as const,
+      registers,
+    }),
+    upstreamPreflight: new Gauge({
+      name: 'email_upstream_preflight_ok',
+      help: 'Result of the last preflight session (connect, EHLO, STARTTLS, AUTH, QUIT): 1 ok, 0 failed',
+      labelNames: ['route'] as const,
+      registers,
+    }),
+    upstreamTimeouts: new Counter({
+      name: 'email_upstream_timeouts_total',
+      help: 'Attempts cut short by a deadline (a command reply or the whole attempt took too long)',
+      labelNames: ['route'] as const,
+      registers,
+    }),
     bouncesGenerated: new Counter({
       name: 'email_bounces_generated_total',
       help: 'Delivery status notifications generated',

@@ -113,8 +113,12 @@ export class SummarySource {
         ...(r.lastSuccessAt ? { lastSuccessAt: iso(r.lastSuccessAt) } : {}),
         ...(r.lastRefusal ? { lastRefusal: { reply: r.lastRefusal.reply, at: iso(r.lastRefusal.at) } } : {}),
         ...(r.reopenAt ? { reopenAt: iso(r.reopenAt) } : {}),
+        // Held, backed off, probing or unreachable: the upstream does not take this relay's mail now.
         healthy:
-          r.state !== 'open' && (r.lastRefusal === undefined || (r.lastSuccessAt ?? 0) > r.lastRefusal.at),
+          (r.health.state === 'ok' || r.health.state === 'resuming') &&
+          r.state !== 'open' &&
+          (r.lastRefusal === undefined || (r.lastSuccessAt ?? 0) > r.lastRefusal.at),
+        health: r.health,
       })),
       ...(this.deps.handoff ? { handoff: this.deps.handoff() } : {}),
     };

@@ -1,19 +1,28 @@
 import { resolve } from 'node:path';
-import type { RelayConfig } from '../../config/schema.ts';
+import { isFqdn, type RelayConfig } from '../../config/schema.ts';
 import { domainMatches } from '../access/policy.ts';
 import type { QueuedMessage, QueuedRecipient, QueueEntry } from '../spool/types.ts';
 import { type AttemptResult, attemptUpstream, type TransactionReport } from './attempt.ts';
 import { queueNotice } from './bounce.ts';
 import { CircuitBreaker } from './breaker.ts';
 import { authConfigured } from './credentials.ts';
+import { AttemptDeadline } from './deadlines.ts';
 import type { DsnAction } from './dsn.ts';
 import { writeOutbox } from './outbox.ts';
-import { localDeferral, type Outcome, type RecipientResult } from './reply.ts';
+import { localDeferral, type Outcome, type RecipientResult, replyCode, verdictOfError } from './reply.ts';
+import {
+  type CompiledRule,
+  classify,
+  compileReplyClasses,
+  type RelayReason,
+  replyText,
+} from './reply-classes.ts';
+import { type Refusal, ROUTE_STATES, RouteGate, type RouteStateName } from './route-state.ts';
 import { retryDelayMs } from './schedule.ts';
 import { Scheduler } from './scheduler.ts';
 import { type Notices, type Settlement, settle } from './settle.ts';
 import { UpstreamPool } from './transport.ts';
-import type { DeliveryAgent, DeliveryDeps, RouteState } from './types.ts';
+import type { DeliveryAgent, DeliveryDeps, RouteHealth, RouteState } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
 
 /** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
@@ -31,7 +40,28 @@ interface Upstream {
   /** What /summary reports (RouteState). */
   lastSuccessAt?: number;
   lastRefusal?: { reply: string; at: number };
+  /** Its reply table: which refusals are about the relay rather than the recipient. */
+  rules: CompiledRule[];
+  /** Held / backed-off / resuming: what this route lets through. */
+  route: RouteGate;
+  /** Due messages waiting for one of the route's connections (not in the scheduler meanwhile). */
+  parked: string[];
+  /** When the circuit breaker last opened (0: closed). */
+  unreachableSince: number;
+  preflight?: { ok: boolean; at: number; detail: string };
+  probeTimer?: NodeJS.Timeout;
 }
+
+/** What a person has to do about a relay-level refusal, for the log line and the summary. */
+const HINTS: Record<RelayReason, string> = {
+  identity:
+    "the upstream does not recognise this relay: register the relay's egress IP or the sender domain with it (Google: Admin console > Gmail > SMTP relay service), or check IP mode against SMTP AUTH",
+  auth: 'the upstream refuses our credentials: check upstream.auth and the mounted Secret',
+  config:
+    'the upstream refuses our session setup: check hostname (sent in EHLO, must be a FQDN) and TLS settings',
+  quota: 'the upstream says a quota is used up: mail waits until it resets',
+  rate: 'the upstream says we send too fast: backing off, then resuming slowly',
+};
 
 /** Consecutive connection failures that open the circuit breaker while the upstream was healthy. */
 const BREAKER_THRESHOLD = 3;
@@ -54,6 +84,7 @@ export class Agent implements DeliveryAgent {
   private readonly now: () => number;
   /** Ids an administrator is deleting: their in-flight attempt must not write anything back. */
   private readonly deleting = new Set<string>();
+  private readonly preflights = new Set<AbortController>();
   private started = false;
 
   constructor(private readonly deps: DeliveryDeps) {
@@ -63,12 +94,22 @@ export class Agent implements DeliveryAgent {
     for (const route of config.upstream.routes) {
       // A route's credentials are its own: never the default ones from the environment.
       const upstream = { ...config.upstream, url: route.url, auth: route.auth };
-      this.routes.push({ ...this.makeUpstream(route.url, upstream, {}), senderDomains: route.senderDomains });
+      const classes = route.replyClasses ?? config.upstream.replyClasses;
+      this.routes.push({
+        ...this.makeUpstream(route.url, upstream, {}, classes),
+        senderDomains: route.senderDomains,
+      });
     }
     if (config.upstream.url)
-      this.fallback = this.makeUpstream(config.upstream.url, config.upstream, process.env);
+      this.fallback = this.makeUpstream(
+        config.upstream.url,
+        config.upstream,
+        process.env,
+        config.upstream.replyClasses,
+      );
+    // Every route gets maxConnections of its own: a slow or held smarthost never takes another's.
     this.scheduler = new Scheduler({
-      concurrency: config.upstream.maxConnections,
+      concurrency: config.upstream.maxConnections * Math.max(1, this.upstreams().length),
       now: this.now,
       run: (id, signal) => this.deliver(id, signal),
       onError: (id, err) => {
@@ -77,6 +118,7 @@ export class Agent implements DeliveryAgent {
       },
     });
     this.watchQueueGauges();
+    this.watchRouteGauges();
   }
 
   start(): void {
@@ -97,7 +139,7 @@ export class Agent implements DeliveryAgent {
           : 'delivering through upstream',
       );
     }
-    if (this.fallback && (config.hostname === 'localhost' || !config.hostname.includes('.'))) {
+    if (this.fallback && !isFqdn(config.hostname)) {
       logger.warn(
         { hostname: config.hostname },
         'hostname is not a FQDN: smarthosts such as smtp-relay.gmail.com refuse EHLO localhost (set hostname)',
@@ -111,6 +153,104 @@ export class Agent implements DeliveryAgent {
     }
     const entries = spool.entries();
     this.scheduler.scheduleMany(entries.map((e) => ({ id: e.id, due: e.nextAttemptAt })));
+    if (config.upstream.preflight) for (const up of this.upstreams()) void this.preflight(up);
+  }
+
+  /** A route's state, since when, the upstream's last relay-level refusal, and what waits for it. */
+  private health(up: Upstream): RouteHealth {
+    const iso = (ms: number) => new Date(ms).toISOString();
+    {
+      const state = this.stateOf(up);
+      const refusal = up.route.lastRefusal;
+      const since = state === 'unreachable' ? up.unreachableSince : up.route.since;
+      return {
+        upstream: describeTarget(up.target),
+        state,
+        since: iso(since),
+        ...(up.route.heldUntil ? { retryAt: iso(up.route.heldUntil) } : {}),
+        ...(state === 'unreachable' && up.breaker.reopenAt ? { retryAt: iso(up.breaker.reopenAt) } : {}),
+        ...(state === 'unreachable' ? { lastError: up.breaker.lastError } : {}),
+        ...(refusal
+          ? {
+              lastRefusal: {
+                ...(refusal.code !== undefined ? { code: refusal.code } : {}),
+                status: refusal.status,
+                text: refusal.text,
+                reason: refusal.reason,
+                ...(refusal.command ? { command: refusal.command } : {}),
+                at: iso(refusal.at),
+              },
+            }
+          : {}),
+        held: up.suspended.size,
+        waiting: up.parked.length,
+        inFlight: up.route.inFlight,
+        connections: up.route.window(),
+        ...(up.preflight
+          ? { preflight: { ok: up.preflight.ok, at: iso(up.preflight.at), detail: up.preflight.detail } }
+          : {}),
+      };
+    }
+  }
+
+  private stateOf(up: Upstream): RouteStateName {
+    const s = up.route.state();
+    if ((s === 'ok' || s === 'resuming') && up.breaker.state() === 'open') return 'unreachable';
+    return s;
+  }
+
+  /**
+   * Preflight (at start; a changed config restarts the relay): a session set up as for mail, then
+   * QUIT. A relay-level refusal (a 421 to our EHLO name, a refused AUTH) holds the route before
+   * any message meets it.
+   */
+  private async preflight(up: Upstream): Promise<void> {
+    const { logger, metrics, config } = this.deps;
+    const ctrl = new AbortController();
+    this.preflights.add(ctrl);
+    const seconds = config.upstream.deadlines.attempt;
+    const timer = setTimeout(() => ctrl.abort(new AttemptDeadline(seconds)), seconds * 1000);
+    timer.unref();
+    const at = this.now();
+    try {
+      const info = await up.pool.probe(ctrl.signal);
+      const detail = `EHLO ${config.hostname} accepted${info.secure ? ', TLS' : ''}${info.auth ? ', AUTH accepted' : ''}`;
+      up.preflight = { ok: true, at, detail };
+      metrics.upstreamPreflight.set({ route: up.name }, 1);
+      logger.info({ relay: up.name, ehlo: config.hostname, ...info }, `preflight: ${detail}`);
+    } catch (err) {
+      if (ctrl.signal.aborted && !(ctrl.signal.reason instanceof AttemptDeadline)) return; // stopping
+      const v = ctrl.signal.aborted
+        ? localDeferral((ctrl.signal.reason as Error).message, '4.4.2')
+        : verdictOfError(err as Parameters<typeof verdictOfError>[0]);
+      const c = classify(v, up.rules);
+      up.preflight = { ok: false, at, detail: v.reply };
+      metrics.upstreamPreflight.set({ route: up.name }, 0);
+      logger.error(
+        {
+          relay: up.name,
+          ehlo: config.hostname,
+          reply: v.reply,
+          ...(v.command ? { command: v.command } : {}),
+          level: c.level,
+          ...(c.reason ? { reason: c.reason, hint: HINTS[c.reason] } : {}),
+        },
+        `preflight failed: ${v.reply}`,
+      );
+      up.lastRefusal = { reply: replyText(v.reply), at };
+      if (c.level === 'relay' && c.reason) {
+        up.route.refuse({
+          text: replyText(v.reply),
+          status: v.status,
+          reason: c.reason,
+          ...(replyCode(v.reply) !== undefined ? { code: replyCode(v.reply) } : {}),
+          ...(v.command ? { command: v.command } : {}),
+        });
+      }
+    } finally {
+      clearTimeout(timer);
+      this.preflights.delete(ctrl);
+    }
   }
 
   enqueue(entry: QueueEntry): void {
@@ -121,12 +261,14 @@ export class Agent implements DeliveryAgent {
     for (const up of this.upstreams()) {
       up.breaker.reset();
       up.suspended.clear();
+      up.route.reset();
     }
     this.scheduler.makeAllDue();
   }
 
   retry(id: string): boolean {
-    return this.scheduler.makeDue(id);
+    // A parked message runs as soon as its route has a free connection.
+    return this.scheduler.makeDue(id) || this.upstreams().some((up) => up.parked.includes(id));
   }
 
   async delete(id: string): Promise<boolean> {
@@ -139,7 +281,10 @@ export class Agent implements DeliveryAgent {
       await spool.remove(id).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
       });
-      for (const up of this.upstreams()) up.suspended.delete(id);
+      for (const up of this.upstreams()) {
+        up.suspended.delete(id);
+        up.parked = up.parked.filter((p) => p !== id);
+      }
       metrics.deliveries.inc({ outcome: 'deleted' });
       logger.info({ queueId: id }, 'message deleted from the queue');
       return true;
@@ -160,6 +305,7 @@ export class Agent implements DeliveryAgent {
       ...(up.lastSuccessAt ? { lastSuccessAt: up.lastSuccessAt } : {}),
       ...(up.lastRefusal ? { lastRefusal: up.lastRefusal } : {}),
       ...(up.breaker.reopenAt ? { reopenAt: up.breaker.reopenAt } : {}),
+      health: this.health(up),
     }));
   }
 
@@ -181,6 +327,12 @@ export class Agent implements DeliveryAgent {
   }
 
   async stop(deadline: number): Promise<void> {
+    for (const ctrl of this.preflights) ctrl.abort(new Error('shutting down'));
+    for (const up of this.upstreams()) {
+      up.route.dispose();
+      clearTimeout(up.probeTimer);
+      up.parked = [];
+    }
     await this.scheduler.stop(deadline);
     await Promise.all(this.upstreams().map((up) => up.pool.close()));
   }
@@ -198,12 +350,22 @@ export class Agent implements DeliveryAgent {
     return this.fallback;
   }
 
-  private makeUpstream(url: string, upstream: RelayConfig['upstream'], env: NodeJS.ProcessEnv): Upstream {
-    const { config, logger } = this.deps;
+  private makeUpstream(
+    url: string,
+    upstream: RelayConfig['upstream'],
+    env: NodeJS.ProcessEnv,
+    classes: RelayConfig['upstream']['replyClasses'],
+  ): Upstream {
+    const { config, logger, metrics } = this.deps;
     const q = config.queue;
     const target = parseUpstreamUrl(url);
-    const name = `${target.host}:${target.port}`;
+    let name = `${target.host}:${target.port}`;
+    // Two routes to one smarthost (different credentials) stay apart in metrics and the summary.
+    if (this.upstreams().some((u) => u.name === name)) name = `${name}#${this.routes.length}`;
     const suspended = new Set<string>();
+    const rules = compileReplyClasses(classes, url);
+    // The record is filled in below; the hooks only run once it is complete.
+    const self = {} as Upstream;
     const breaker = new CircuitBreaker(
       {
         threshold: BREAKER_THRESHOLD,
@@ -213,20 +375,102 @@ export class Agent implements DeliveryAgent {
       },
       this.now,
       {
-        onTrip: (until, reason) =>
+        onTrip: (until, reason) => {
+          if (!self.unreachableSince) self.unreachableSince = this.now();
           logger.warn(
             { relay: name, reason, suspendedSeconds: Math.round((until - this.now()) / 1000) },
             'upstream unreachable: delivery suspended',
-          ),
+          );
+        },
         onRecover: () => {
+          self.unreachableSince = 0;
           logger.info({ relay: name, waiting: suspended.size }, 'upstream reachable again');
           for (const id of suspended) this.scheduler.makeDue(id);
           suspended.clear();
         },
       },
     );
-    const pool = new UpstreamPool({ target, hostname: config.hostname, upstream, breaker, logger, env });
-    return { name, target, breaker, pool, suspended, config: upstream, env };
+    const route = new RouteGate(upstream.maxConnections, upstream.hold, this.now, {
+      onHold: (until, refusal, again) => {
+        metrics.upstreamRefusals.inc({ route: name, reason: refusal.reason });
+        logger.warn(
+          {
+            relay: name,
+            state: self.route.state(),
+            reason: refusal.reason,
+            reply: refusal.text,
+            ...(refusal.command ? { command: refusal.command } : {}),
+            since: new Date(self.route.since).toISOString(),
+            retryAt: new Date(until).toISOString(),
+            held: suspended.size,
+            hint: HINTS[refusal.reason],
+          },
+          `${target.host} refuses this relay: ${refusal.text}${again ? ' (again)' : ''}; holding its mail, bouncing none`,
+        );
+        // At the end of the hold one waiting message probes, even if its own retry is later.
+        clearTimeout(self.probeTimer);
+        self.probeTimer = setTimeout(() => this.probe(self), Math.max(0, until - this.now()));
+        self.probeTimer.unref();
+        this.unpark(self);
+      },
+      onRelease: (heldSince, refusal) => {
+        logger.info(
+          {
+            relay: name,
+            state: self.route.state(),
+            reason: refusal.reason,
+            heldSeconds: Math.round((this.now() - heldSince) / 1000),
+            released: suspended.size,
+          },
+          `${target.host} takes mail again`,
+        );
+        clearTimeout(self.probeTimer);
+        for (const id of suspended) this.scheduler.makeDue(id);
+        suspended.clear();
+      },
+      onCapacity: () => this.unpark(self),
+    });
+    const pool = new UpstreamPool({
+      target,
+      hostname: config.hostname,
+      upstream,
+      breaker,
+      logger,
+      env,
+      isRelayRefusal: (err) =>
+        classify(verdictOfError(err as Parameters<typeof verdictOfError>[0]), rules).level === 'relay',
+    });
+    return Object.assign(self, {
+      name,
+      target,
+      breaker,
+      pool,
+      suspended,
+      config: upstream,
+      env,
+      rules,
+      route,
+      parked: [],
+      unreachableSince: 0,
+    });
+  }
+
+  /** Parked messages back into the scheduler: as many as the route may start now, or all of them when it is held (they are deferred). */
+  private unpark(up: Upstream): void {
+    if (!up.parked.length) return;
+    const state = up.route.state();
+    const held = state === 'held' || state === 'backoff';
+    const room = held ? up.parked.length : up.route.window() - up.route.inFlight;
+    if (room <= 0) return;
+    const now = this.now();
+    for (const id of up.parked.splice(0, room)) this.scheduler.schedule(id, now);
+  }
+
+  /** The hold ended: make the longest-waiting held message due, to find out whether the upstream takes mail again. */
+  private probe(up: Upstream): void {
+    const first = up.suspended.values().next();
+    if (!first.done) this.scheduler.makeDue(first.value);
+    this.unpark(up);
   }
 
   /** One attempt of one message; resolves with when to try again, undefined when it left the queue. */
@@ -239,23 +483,24 @@ export class Agent implements DeliveryAgent {
       return undefined;
     }
     const up = this.upstreamFor(msg);
-    const attempt = up
-      ? await attemptUpstream(
-          msg,
-          {
-            pool: up.pool,
-            spool,
-            maxRecipients: config.upstream.maxRecipientsPerTransaction,
-            now: this.now,
-            onTransaction: (t) => {
-              this.track(up, t);
-              this.report(msg, t, up.name);
-            },
-          },
-          signal,
-        )
-      : await this.deliverToOutbox(msg);
+    let attempt: AttemptResult;
+    if (!up) attempt = await this.deliverToOutbox(msg);
+    else {
+      const admission = up.route.admit();
+      if (admission.kind === 'park') {
+        // The route's connections are all busy (or a probe is out): wait outside the scheduler,
+        // so a slow or held smarthost never takes the slots of the others.
+        up.parked.push(id);
+        return undefined;
+      }
+      attempt =
+        admission.kind === 'hold'
+          ? this.held(msg, up, admission.until, admission.refusal)
+          : await this.attempt(msg, up, signal);
+    }
     if (this.deleting.has(id)) return undefined;
+    // Refused as a relay: the message waits with its route, and is woken when the route is.
+    if (up && attempt.refusal && up.route.heldUntil) attempt.suspendedUntil = up.route.heldUntil;
 
     if (up && attempt.suspendedUntil) up.suspended.add(id);
     else up?.suspended.delete(id);
@@ -276,6 +521,67 @@ export class Agent implements DeliveryAgent {
     }
     await spool.update(s.msg);
     return s.msg.nextAttemptAt;
+  }
+
+  /** One admitted attempt, under the whole-attempt deadline; the route hears how it went. */
+  private async attempt(msg: QueuedMessage, up: Upstream, signal: AbortSignal): Promise<AttemptResult> {
+    const { config, spool, metrics } = this.deps;
+    const seconds = config.upstream.deadlines.attempt;
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(new AttemptDeadline(seconds)), seconds * 1000);
+    let attempt: AttemptResult | undefined;
+    try {
+      attempt = await attemptUpstream(
+        msg,
+        {
+          pool: up.pool,
+          spool,
+          maxRecipients: config.upstream.maxRecipientsPerTransaction,
+          now: this.now,
+          onTransaction: (t) => {
+            this.track(up, t);
+            this.report(msg, t, up.name);
+          },
+          rules: up.rules,
+        },
+        AbortSignal.any([signal, ctrl.signal]),
+      );
+      // A relay-level refusal is the upstream refusing the relay, whichever command it answered.
+      if (attempt.refusal) up.lastRefusal = { reply: attempt.refusal.text, at: this.now() };
+      if (attempt.deadline) {
+        metrics.upstreamTimeouts.inc({ route: up.name });
+        // A tarpit answers, but too slowly to be of use: count it like a failed dial, so the
+        // breaker stops sending it mail after a few.
+        if (up.breaker.state() !== 'open')
+          up.breaker.failure(`${up.name}: attempt deadline (${seconds} s) exceeded`);
+      }
+      return attempt;
+    } finally {
+      clearTimeout(timer);
+      up.route.finished({
+        ...(attempt?.refusal ? { refusal: attempt.refusal } : {}),
+        accepted: attempt?.accepted ?? false,
+      });
+    }
+  }
+
+  /** A message for a held route: deferred without dialing until the hold ends (never bounced for it). */
+  private held(msg: QueuedMessage, up: Upstream, until: number, refusal: Refusal): AttemptResult {
+    const pending = msg.recipients.filter((r) => r.status === 'pending');
+    const since = new Date(up.route.since).toISOString();
+    const v = localDeferral(
+      `route held since ${since}: ${up.target.host} refuses this relay: ${refusal.text}`,
+      `4${refusal.status.slice(1)}`,
+    );
+    const recipients = pending.map((r) => ({ ...v, address: r.address }));
+    this.report(msg, { recipients, seconds: 0, replies: [] }, up.name);
+    return {
+      results: new Map(recipients.map((r) => [r.address, r])),
+      dsnPassed: new Set(),
+      accepted: false,
+      deadline: false,
+      suspendedUntil: Math.max(until, this.now()),
+    };
   }
 
   /** Queue the DSNs a settlement owes. If that fails (spool full), the bounced recipients stay pending to bounce again later. */
@@ -375,7 +681,12 @@ export class Agent implements DeliveryAgent {
     }
     const recipients = pending.map((r) => ({ ...verdict, address: r.address }));
     this.report(msg, { recipients, seconds: (this.now() - started) / 1000, replies: [] }, 'outbox', true);
-    return { results: new Map(recipients.map((r) => [r.address, r])), dsnPassed: new Set() };
+    return {
+      results: new Map(recipients.map((r) => [r.address, r])),
+      dsnPassed: new Set(),
+      accepted: verdict.outcome === 'sent',
+      deadline: false,
+    };
   }
 
   private age(msg: QueuedMessage): number {
@@ -419,6 +730,25 @@ export class Agent implements DeliveryAgent {
         first.outcome,
       );
     }
+  }
+
+  /** email_upstream_state and email_upstream_held_messages, from the routes when Prometheus scrapes. */
+  private watchRouteGauges(): void {
+    const { metrics } = this.deps;
+    Object.assign(metrics.upstreamState, {
+      collect: () => {
+        for (const up of this.upstreams()) {
+          const current = this.stateOf(up);
+          for (const state of ROUTE_STATES)
+            metrics.upstreamState.set({ route: up.name, state }, state === current ? 1 : 0);
+        }
+      },
+    });
+    Object.assign(metrics.upstreamHeld, {
+      collect: () => {
+        for (const up of this.upstreams()) metrics.upstreamHeld.set({ route: up.name }, up.suspended.size);
+      },
+    });
   }
 
   /** The queue gauges are computed from the spool when Prometheus scrapes (prom-client `collect`). */

@@ -1,14 +1,18 @@
 import type { Readable } from 'node:stream';
 import type { QueuedMessage, QueuedRecipient, Spool } from '../spool/types.ts';
 import { type Batch, batchRecipients } from './batch.ts';
+import { interruption } from './deadlines.ts';
 import {
   localDeferral,
   type RecipientResult,
   type ReplyClass,
+  replyCode,
   type SmtpErrorLike,
   type Verdict,
   verdictOfError,
 } from './reply.ts';
+import { asHeld, type CompiledRule, classify, replyText } from './reply-classes.ts';
+import type { Refusal } from './route-state.ts';
 import {
   type Session,
   type TransactionEnvelope,
@@ -36,6 +40,12 @@ export interface AttemptResult {
   dsnPassed: Set<string>;
   /** Not dialed because the circuit breaker is open, until then. */
   suspendedUntil?: number;
+  /** The first relay-level refusal met (its recipients were deferred, not bounced). */
+  refusal?: Omit<Refusal, 'at'>;
+  /** The upstream took at least one recipient. */
+  accepted: boolean;
+  /** Cut short by the attempt deadline (a slow upstream). */
+  deadline: boolean;
 }
 
 export interface AttemptContext {
@@ -44,6 +54,8 @@ export interface AttemptContext {
   maxRecipients: number;
   now: () => number;
   onTransaction: (t: TransactionReport) => void;
+  /** The route's reply table (reply-classes.ts). */
+  rules: readonly CompiledRule[];
 }
 
 function verdictsFor(recipients: readonly QueuedRecipient[], v: Verdict): RecipientResult[] {
@@ -60,12 +72,30 @@ export async function attemptUpstream(
   ctx: AttemptContext,
   signal: AbortSignal,
 ): Promise<AttemptResult> {
-  const out: AttemptResult = { results: new Map(), dsnPassed: new Set() };
+  const out: AttemptResult = { results: new Map(), dsnPassed: new Set(), accepted: false, deadline: false };
   const pending = msg.recipients.filter((r) => r.status === 'pending');
   const started = ctx.now();
-  const record = (results: RecipientResult[], t0: number, replies: ReplyClass[]) => {
+  const record = (raw: RecipientResult[], t0: number, replies: ReplyClass[]) => {
+    const results = raw.map((r) => {
+      if (r.outcome === 'sent') out.accepted = true;
+      const c = classify(r, ctx.rules);
+      if (c.level !== 'relay' || !c.reason) return r;
+      out.refusal ??= {
+        text: replyText(r.reply),
+        status: r.status,
+        reason: c.reason,
+        ...(replyCode(r.reply) !== undefined ? { code: replyCode(r.reply) } : {}),
+        ...(r.command ? { command: r.command } : {}),
+      };
+      return asHeld(r);
+    });
     for (const r of results) out.results.set(r.address, r);
     ctx.onTransaction({ recipients: results, seconds: (ctx.now() - t0) / 1000, replies });
+  };
+  const interrupted = () => {
+    const why = interruption(signal);
+    if (why.deadline) out.deadline = true;
+    return localDeferral(why.text, why.status);
   };
 
   let lease: { session: Session; reused: boolean };
@@ -76,9 +106,7 @@ export async function attemptUpstream(
       out.suspendedUntil = err.until;
       record(verdictsFor(pending, localDeferral(err.message)), started, []);
     } else {
-      const v = signal.aborted
-        ? localDeferral('delivery interrupted: shutting down', '4.3.2')
-        : verdictOfError(err as SmtpErrorLike);
+      const v = signal.aborted ? interrupted() : verdictOfError(err as SmtpErrorLike);
       record(verdictsFor(pending, v), started, signal.aborted ? [] : [v.class]);
     }
     return out;
@@ -91,11 +119,12 @@ export async function attemptUpstream(
       const batch = batches[i]!;
       const t0 = i === 0 ? started : ctx.now();
       if (signal.aborted) {
-        record(
-          verdictsFor(batch.recipients, localDeferral('delivery interrupted: shutting down', '4.3.2')),
-          t0,
-          [],
-        );
+        record(verdictsFor(batch.recipients, interrupted()), t0, []);
+        continue;
+      }
+      if (out.refusal) {
+        // The upstream refused this relay: the rest of the message waits with the route.
+        record(verdictsFor(batch.recipients, localDeferral(`route held: ${out.refusal.text}`)), t0, []);
         continue;
       }
       if (!lease.session.usable) {
@@ -124,6 +153,7 @@ export async function attemptUpstream(
           return out;
         }
       }
+      if (signal.aborted && interruption(signal).deadline) out.deadline = true;
       onLease++;
       const results = batch.recipients.map((r) => ({
         ...(result.verdicts.get(r.address) ?? localDeferral('no reply for recipient', '4.4.0')),

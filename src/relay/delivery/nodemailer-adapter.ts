@@ -3,7 +3,12 @@ import type { Transform } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { NodemailerError } from 'nodemailer';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
-import { assertTestedVersion, type LibraryContract } from '../../lib/library-contract.ts';
+import {
+  assertMethod,
+  assertTestedVersion,
+  type LibraryContract,
+  member,
+} from '../../lib/library-contract.ts';
 
 /**
  * The only module that touches nodemailer's internals (dot-stuff.ts holds the body of the one
@@ -59,9 +64,100 @@ export const NODEMAILER_CONTRACT: LibraryContract = {
       meaning:
         "the current transaction's envelope; .rejectedErrors holds the RCPT refusals, also when send() fails as a whole",
     },
+    // Deadlines (deadlines.ts): wrapped on each connection instance, never on the prototype.
+    {
+      on: 'SMTPConnection',
+      name: '_sendCommand',
+      kind: 'method',
+      use: 'replaced',
+      meaning: '(str, logStr): writes one command line; every command whose reply is awaited goes through it',
+    },
+    {
+      on: 'SMTPConnection',
+      name: 'lastServerResponse',
+      kind: 'field',
+      use: 'state',
+      meaning:
+        'assigned each complete reply (multi-line joined) just before its response action runs, in order',
+    },
+    {
+      on: 'SMTPConnection',
+      name: '_createSendStream',
+      kind: 'method',
+      use: 'replaced',
+      meaning:
+        '(callback): after the 354, returns the DataStream (outByteCount grows as it is sent) whose end precedes the final reply',
+    },
+    {
+      on: 'SMTPConnection',
+      name: '_onError',
+      kind: 'method',
+      use: 'called',
+      meaning:
+        "(err, code, response, command): fails the session like its own timeouts: emits 'error', closes, calls the pending send's callback",
+    },
   ],
   texts: [],
 };
+
+/** What a session watcher hears from one connection (deadlines.ts). */
+export interface SessionHooks {
+  /** A command line was written; its reply is now awaited. */
+  command(line: string): void;
+  /** A complete reply was taken off the wire (the next awaited one, in order). */
+  reply(): void;
+  /** The message body started: its bytes sent so far, and its end (the final reply is awaited next). */
+  body(sent: () => number, onEnd: (fn: () => void) => void): void;
+}
+
+/**
+ * Wraps one connection so `hooks` hear its commands, replies and body; returns how to fail the
+ * session (as smtp-connection's own timeouts do: the pending callback gets the error).
+ */
+export function observeSession(
+  conn: SMTPConnection,
+  hooks: SessionHooks,
+): (err: Error, command: string) => void {
+  const on = 'SMTPConnection';
+  for (const name of ['_sendCommand', '_createSendStream', '_onError'])
+    assertMethod(NODEMAILER_CONTRACT, on, conn, name);
+  member(NODEMAILER_CONTRACT, on, 'lastServerResponse');
+  const sendCommand: unknown = Reflect.get(conn, '_sendCommand');
+  const createSendStream: unknown = Reflect.get(conn, '_createSendStream');
+  const onError: unknown = Reflect.get(conn, '_onError');
+  if (
+    typeof sendCommand !== 'function' ||
+    typeof createSendStream !== 'function' ||
+    typeof onError !== 'function'
+  )
+    throw new Error('nodemailer: SMTPConnection methods missing');
+  Reflect.set(conn, '_sendCommand', function (this: SMTPConnection, str: unknown, logStr: unknown) {
+    hooks.command(String(str));
+    return Reflect.apply(sendCommand, this, [str, logStr]);
+  });
+  let response: unknown = Reflect.get(conn, 'lastServerResponse');
+  Object.defineProperty(conn, 'lastServerResponse', {
+    configurable: true,
+    enumerable: true,
+    get: () => response,
+    set: (v: unknown) => {
+      response = v;
+      hooks.reply();
+    },
+  });
+  Reflect.set(conn, '_createSendStream', function (this: SMTPConnection, cb: unknown) {
+    const stream: unknown = Reflect.apply(createSendStream, this, [cb]);
+    if (stream && typeof stream === 'object' && 'once' in stream && typeof stream.once === 'function') {
+      const s = stream as NodeJS.ReadableStream;
+      hooks.body(
+        () => Number(Reflect.get(s, 'outByteCount')) || 0,
+        (fn) => s.once('end', fn),
+      );
+    }
+    return stream;
+  });
+  return (err, command) => Reflect.apply(onError, conn, [err, 'ETIMEDOUT', false, command]);
+}
 
 /** DataStream as we use it: a Transform class (its declarations are not reachable through the exports). */
 export interface DataStreamClass {

@@ -8,6 +8,7 @@ import type { RelayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { CircuitBreaker } from './breaker.ts';
 import { readCredentials, type UpstreamCredentials } from './credentials.ts';
+import { interruption, watchDeadlines } from './deadlines.ts';
 import { envelopeRejections } from './nodemailer-adapter.ts';
 import {
   localDeferral,
@@ -39,6 +40,11 @@ export interface PoolOptions {
   breaker: CircuitBreaker;
   logger: Logger;
   env?: NodeJS.ProcessEnv;
+  /**
+   * A failed dial that is a relay-level refusal (a 421 to our EHLO name, a refused AUTH): the
+   * upstream answered, so it is not the breaker's business; the route's hold takes over.
+   */
+  isRelayRefusal?: (err: unknown) => boolean;
 }
 
 export interface TransactionEnvelope {
@@ -62,6 +68,8 @@ export interface TransactionResult {
 export class Session {
   transactions = 0;
   broken = false;
+  /** AUTH succeeded on this session. */
+  authenticated = false;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -138,8 +146,9 @@ export class UpstreamPool {
         this.opts.breaker.success();
         return { session: fresh, reused: false };
       } catch (err) {
-        if (signal.aborted) this.opts.breaker.abandon();
-        else this.opts.breaker.failure(errorText(err));
+        if (signal.aborted && !interruption(signal).deadline) this.opts.breaker.abandon();
+        else if (this.opts.isRelayRefusal?.(err)) this.opts.breaker.success();
+        else this.opts.breaker.failure(signal.aborted ? interruption(signal).text : errorText(err));
         throw err;
       }
     }
@@ -186,7 +195,7 @@ export class UpstreamPool {
         const onAbort = () => {
           session.broken = true;
           session.conn.close(); // drops the pending send without calling back
-          resolve({ err: { message: 'delivery interrupted: shutting down', code: 'EABORT' } });
+          resolve({ err: { message: interruption(signal).text, code: 'EABORT' } });
         };
         if (signal.aborted) return onAbort();
         signal.addEventListener('abort', onAbort, { once: true });
@@ -201,7 +210,7 @@ export class UpstreamPool {
     if (info) return { verdicts: this.successVerdicts(env.to, info), replies: replyClasses(info), untouched };
     const failure = err as SmtpErrorLike & { rejectedErrors?: RejectedError[] };
     if (failure.code === 'EABORT') {
-      const v = localDeferral(failure.message, '4.3.2');
+      const v = localDeferral(failure.message, interruption(signal).status);
       return { verdicts: new Map(env.to.map((a) => [a, v])), replies: [], untouched };
     }
     if (failure.code === 'ESTREAM') {
@@ -219,6 +228,17 @@ export class UpstreamPool {
       session.broken = true;
     }
     return { verdicts, replies, untouched };
+  }
+
+  /**
+   * Preflight: a session set up exactly as for mail (connect, EHLO with our name, STARTTLS and
+   * AUTH as configured), then QUIT. Not counted by the breaker. Throws the setup's error.
+   */
+  async probe(signal: AbortSignal): Promise<{ secure: boolean; dsn: boolean; auth: boolean }> {
+    const session = await this.dial(signal);
+    const info = { secure: session.conn.secure, dsn: session.supportsDsn, auth: session.authenticated };
+    await this.quit(session);
+    return info;
   }
 
   /** QUIT every idle session; leased ones close when released. */
@@ -320,12 +340,15 @@ export class UpstreamPool {
     // Failures reach us through the connect/login/send callbacks; an unhandled 'error' event would
     // crash the process.
     conn.on('error', () => {});
+    const disarm = watchDeadlines(conn, upstream.deadlines);
+    conn.once('end', disarm);
     try {
       await step(conn, signal, (cb) => conn.connect(cb));
       // The last reply before 'connect' is the EHLO response (after STARTTLS, the second one).
       const ehlo = String(conn.lastServerResponse || '');
-      if (creds) await this.login(conn, creds, signal);
+      const authenticated = creds ? await this.login(conn, creds, signal) : false;
       const session = new Session(conn, /^250[ -]DSN\b/im.test(ehlo), this.nextId++);
+      session.authenticated = authenticated;
       logger.debug(
         { session: session.id, secure: conn.secure, dsn: session.supportsDsn },
         'upstream session open',
@@ -337,12 +360,16 @@ export class UpstreamPool {
     }
   }
 
-  private async login(conn: SMTPConnection, creds: UpstreamCredentials, signal: AbortSignal): Promise<void> {
+  private async login(
+    conn: SMTPConnection,
+    creds: UpstreamCredentials,
+    signal: AbortSignal,
+  ): Promise<boolean> {
     if (!conn.allowsAuth) {
       if (!this.warnedNoAuth)
         this.opts.logger.warn('upstream does not offer AUTH: sending without authentication');
       this.warnedNoAuth = true;
-      return;
+      return false;
     }
     if (!conn.secure && !isLoopback(this.opts.target.host)) {
       throw Object.assign(
@@ -361,6 +388,7 @@ export class UpstreamPool {
           }
         : { method: creds.method, user: creds.user, pass: creds.secret };
     await step(conn, signal, (cb) => conn.login(auth, (e) => cb(e ?? undefined)));
+    return true;
   }
 }
 
@@ -414,7 +442,7 @@ function step(
     const onAbort = () => {
       cleanup();
       conn.close();
-      reject(Object.assign(new Error('delivery interrupted: shutting down'), { code: 'EABORT' }));
+      reject(Object.assign(new Error(interruption(signal).text), { code: 'EABORT' }));
     };
     conn.once('error', onError);
     conn.once('end', onEnd);

@@ -25,6 +25,8 @@ export interface RouteState {
   lastRefusal?: { reply: string; at: number };
   /** ms epoch when an open breaker lets a probe through. */
   reopenAt?: number;
+  /** Delivery's own reading of the route: held, backed off, resuming... (route-state.ts). */
+  health: RouteHealth;
 }
 
 /**
@@ -48,6 +50,40 @@ export interface DeliveryAgent {
   inFlight(): number;
   /** Stop starting attempts; wait for in-flight ones until the deadline (ms epoch), then abort them. */
   stop(deadline: number): Promise<void>;
+}
+
+/**
+ * A route as delivery sees it (the `state` label of email_upstream_state). Times are ISO 8601.
+ * state: ok | held (a relay-level refusal: identity, auth, config, quota) | backoff (a rate
+ * refusal) | probing (the hold ended, one attempt is testing) | resuming (after a back-off, the
+ * connections grow back) | unreachable (the circuit breaker is open).
+ */
+export interface RouteHealth {
+  /** The upstream URL's target, e.g. "smtp-relay.gmail.com:587 (STARTTLS required)". */
+  upstream: string;
+  state: 'ok' | 'held' | 'backoff' | 'probing' | 'resuming' | 'unreachable';
+  since: string;
+  /** When a held route next probes, or an open breaker next dials. */
+  retryAt?: string;
+  /** Why the breaker opened (state unreachable). */
+  lastError?: string;
+  /** The upstream's own words, the last time it refused this relay. */
+  lastRefusal?: {
+    code?: number;
+    status: string;
+    text: string;
+    reason: 'identity' | 'auth' | 'quota' | 'rate' | 'config';
+    command?: string;
+    at: string;
+  };
+  /** Messages deferred because the route is held or unreachable. */
+  held: number;
+  /** Due messages waiting for one of the route's connections. */
+  waiting: number;
+  inFlight: number;
+  /** Connections the route may use now (1 while probing, growing while resuming). */
+  connections: number;
+  preflight?: { ok: boolean; at: string; detail: string };
 }
 
 export type CreateDeliveryAgent = (deps: DeliveryDeps) => DeliveryAgent;

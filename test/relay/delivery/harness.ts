@@ -79,6 +79,8 @@ export async function startHarness(
       connectTimeoutSeconds: 5,
       greetingTimeoutSeconds: 5,
       socketTimeoutSeconds: 10,
+      // Tests count the peer's connections and logins; the preflight has tests of its own.
+      preflight: false,
       ...input.upstream,
     },
   });

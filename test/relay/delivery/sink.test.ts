@@ -97,6 +97,8 @@ describe('delivery to smtp-sink', () => {
     await h.waitFor(() => h!.attempts().some((l) => l['outcome'] === 'deferred'), 10_000, 'a deferral');
     const deferred = h.attempts().find((l) => l['outcome'] === 'deferred')!;
     expect(deferred['reply']).toMatch(/^450 4\.3\.0/);
+    // The attempt's log line comes before its outcome is written to the spool.
+    await h.waitFor(async () => (await h!.spool.get(msg.id))?.attempts === 1, 10_000, 'the deferral stored');
     const queued = await h.spool.get(msg.id);
     expect(queued?.recipients[0]).toMatchObject({
       status: 'pending',

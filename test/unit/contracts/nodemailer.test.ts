@@ -7,6 +7,7 @@ import {
   NODEMAILER_CONTRACT as C,
   envelopeRejections,
   loadDataStream,
+  observeSession,
 } from '../../../src/relay/delivery/nodemailer-adapter.ts';
 
 // Every private member of nodemailer the relay relies on (the adapter's contract), checked
@@ -90,5 +91,79 @@ describe('nodemailer contract', () => {
     expect(Reflect.get(err ?? {}, 'rejectedErrors')).toBeUndefined(); // only on the envelope
     const rejected = envelopeRejections(conn);
     expect(rejected.map((e) => [e.recipient, e.responseCode])).toEqual([['no@example.com', 550]]);
+  });
+
+  it('_sendCommand, lastServerResponse, _createSendStream, _onError: what the deadlines watch and call', async () => {
+    for (const n of ['_sendCommand', 'lastServerResponse', '_createSendStream', '_onError'])
+      expect(C.members.some((m) => m.on === 'SMTPConnection' && m.name === n)).toBe(true);
+    let release: (() => void) | undefined;
+    const server = new SMTPServer({
+      logger: false,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      disableReverseLookup: true,
+      onData(stream, _s, cb) {
+        stream.resume();
+        // The final reply never comes until released: the session is failed meanwhile.
+        stream.on('end', () => {
+          release = () => cb(null);
+        });
+      },
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => server.close());
+    const addr = server.server.address();
+    if (!addr || typeof addr === 'string') throw new Error('no port');
+    const conn = new SMTPConnection({
+      host: '127.0.0.1',
+      port: addr.port,
+      ignoreTLS: true,
+      name: 'relay.example.com',
+    });
+    conn.on('error', () => {});
+    cleanups.push(() => conn.close());
+    const seen: string[] = [];
+    let sent = () => 0;
+    let ended = false;
+    const fail = observeSession(conn, {
+      command: (line) => seen.push(`> ${line.split(' ')[0]}`),
+      reply: () => seen.push(`< ${String(conn.lastServerResponse).slice(0, 3)}`),
+      body: (bytes, onEnd) => {
+        seen.push('body');
+        sent = bytes;
+        onEnd(() => {
+          ended = true;
+        });
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      conn.once('error', reject);
+      conn.connect(() => resolve());
+    });
+    const result = new Promise<Error | null>((resolve) =>
+      conn.send({ from: 'a@example.com', to: ['b@example.com'] }, 'Subject: x\r\n\r\nbody\r\n', (e) =>
+        resolve(e),
+      ),
+    );
+    for (let i = 0; i < 200 && !release; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(ended).toBe(true);
+    expect(sent()).toBeGreaterThan(10);
+    // Greeting, EHLO and its reply; MAIL, RCPT, DATA (pipelined) and their replies, in order; the body.
+    expect(seen).toEqual([
+      '< 220',
+      '> EHLO',
+      '< 250',
+      '> MAIL',
+      '> RCPT',
+      '> DATA',
+      '< 250',
+      '< 250',
+      '< 354',
+      'body',
+    ]);
+    fail(new Error('no reply within 1 s'), 'end of DATA');
+    const err = await result;
+    expect(err?.message).toMatch(/no reply within 1 s/);
+    expect(Reflect.get(err ?? {}, 'code')).toBe('ETIMEDOUT');
+    release?.();
   });
 });
