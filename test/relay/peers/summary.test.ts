@@ -48,8 +48,10 @@ describe('/summary', () => {
       });
       const empty = await summary(relay);
       expect(empty.queue).toEqual({ messages: 0, bytes: 0, deferred: 0, oldestAgeSeconds: 0 });
-      expect(empty.upstreams).toEqual([
-        { name: sink.url.slice('smtp://'.length), state: 'half-open', healthy: true },
+      // The preflight at start found it down already.
+      await until(relay, (s) => s.upstreams[0]?.health.preflight !== undefined);
+      expect((await summary(relay)).upstreams).toMatchObject([
+        { name: sink.url.slice('smtp://'.length), healthy: false, health: { preflight: { ok: false } } },
       ]);
       const t0 = Date.now();
       await send(relay, 'a@example.net');
@@ -57,7 +59,11 @@ describe('/summary', () => {
       const down = await until(relay, (s) => s.queue.deferred === 2);
       expect(down.queue.messages).toBe(2);
       expect(Date.parse(down.queue.oldestReceivedAt!)).toBeGreaterThanOrEqual(t0 - 1000);
-      expect(down.upstreams[0]).toMatchObject({ state: 'open', healthy: false });
+      expect(down.upstreams[0]).toMatchObject({
+        state: 'open',
+        healthy: false,
+        health: { state: 'unreachable' },
+      });
       expect(down.upstreams[0]!.lastRefusal!.reply).toMatch(/ECONNREFUSED|connect/i);
       expect(down.accepting).toBe(true);
 
