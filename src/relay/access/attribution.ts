@@ -3,9 +3,8 @@ import { loadKubeConnection } from '../../lib/kube/connection.ts';
 import { Informer } from '../../lib/kube/informer.ts';
 import type { KubeObject, ObjectMeta } from '../../lib/kube/object.ts';
 import type { ResourceType } from '../../lib/kube/resources.ts';
+import { type LabelSelector, matchesSelector } from '../../lib/label-selector.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { LabelSelector } from './labels.ts';
-import { selectorMatches } from './labels.ts';
 import { normalizeAddress } from './networks.ts';
 
 /**
@@ -165,7 +164,7 @@ export function startKubeAttribution(opts: {
     },
     admitted(namespace) {
       const labels = labelsOf(namespace);
-      return labels !== undefined && selectorMatches(opts.namespaceSelector, labels);
+      return labels !== undefined && matchesSelector(opts.namespaceSelector, labels);
     },
     labels: labelsOf,
     synced: () => podInformer.hasSynced && nsInformer.hasSynced,

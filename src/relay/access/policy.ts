@@ -1,6 +1,6 @@
 import type { Policy } from '../../config/policy.ts';
+import { matchesSelector } from '../../lib/label-selector.ts';
 import type { ClientInfo } from '../spool/types.ts';
-import { selectorMatches } from './labels.ts';
 import { Networks } from './networks.ts';
 
 /**
@@ -44,7 +44,7 @@ export class PolicySet {
           const ns = client.namespace;
           const byName = !!ns && !!namespaces?.includes(ns);
           const byLabel =
-            !!ns && !!namespaceSelector && !!labels && selectorMatches(namespaceSelector, labels);
+            !!ns && !!namespaceSelector && !!labels && matchesSelector(namespaceSelector, labels);
           if (!byName && !byLabel) return false;
         }
         return !networks || networks.contains(client.address);
