@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eventually } from './poll.ts';
 import { freePort } from './ports.ts';
 
 /**
@@ -177,14 +178,14 @@ export async function startSmtpSink(args: string[] = []): Promise<SmtpSink> {
     dir,
     messages,
     async waitForMessages(n, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const m = await messages();
-        if (m.length >= n) return m;
-        if (Date.now() > deadline)
-          throw new Error(`smtp-sink: ${m.length} of ${n} messages after ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      return eventually(
+        `${n} messages at smtp-sink`,
+        async () => {
+          const m = await messages();
+          return m.length >= n ? m : undefined;
+        },
+        { timeoutMs, everyMs: 25 },
+      );
     },
     sessions() {
       const all = [...counters.matchAll(/sess=(\d+)/g)];

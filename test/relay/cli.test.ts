@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/poll.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const execFileP = promisify(execFile);
@@ -20,15 +21,8 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   }
 }
 
-async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = <T>(fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> =>
+  eventually('the relay process', fn, { timeoutMs, everyMs: 100 });
 
 describe('email-relay relay: configuration errors exit 2 naming the field', () => {
   it('a bad flag value', async () => {

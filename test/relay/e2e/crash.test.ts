@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, describe, expect, it } from 'vitest';
+import { accepting, eventually } from '../../helpers/poll.ts';
 import { type SmtpSink, startSmtpSink } from '../../helpers/smtp-sink.ts';
 
 async function freePort(): Promise<number> {
@@ -16,20 +17,7 @@ async function freePort(): Promise<number> {
 }
 
 async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`relay did not listen on ${port}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await eventually(`the relay listening on ${port}`, () => accepting(port), { timeoutMs, everyMs: 100 });
 }
 
 function startRelayProcess(configFile: string): ChildProcess {
