@@ -56,6 +56,8 @@ async function main(): Promise<void> {
     }
     if (values.import) {
       const out = await importIntoContainerd(archive, {
+        name: img.name,
+        digest: img.manifestDigest,
         ...(values['containerd-address'] ? { address: values['containerd-address'] } : {}),
         ...(values.snapshotter ? { snapshotter: values.snapshotter } : {}),
       });
