@@ -47,6 +47,19 @@ describe('email-relay relay: configuration errors exit 2 naming the field', () =
   it('an unknown command', async () => {
     expect((await cli(['frobnicate'])).code).toBe(2);
   });
+  it("a hostname that is not a FQDN with Google's relay upstream (it would answer 421 to EHLO for ever)", async () => {
+    const r = await cli([
+      'relay',
+      '--upstream',
+      'smtp+starttls://smtp-relay.gmail.com:587',
+      '--hostname',
+      'relay-0',
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /hostname: "relay-0" is not a fully qualified domain name, and smtp\+starttls:\/\/smtp-relay\.gmail\.com:587 refuses/,
+    );
+  });
 });
 
 describe('a running relay process: probes, metrics, queue CLI, SIGTERM', () => {

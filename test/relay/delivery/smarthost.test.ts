@@ -189,3 +189,96 @@ describe('rate refusals back the route off', () => {
     expect(backoff.refused * 2).toBeLessThan(hammer.refused);
   }, 120_000);
 });
+
+describe('deadlines: a tarpit defers, the other route keeps delivering', () => {
+  it('an upstream trickling its replies byte by byte is cut off by the command deadline; another route delivers meanwhile', async () => {
+    const tarpit = await sink();
+    tarpit.mode.tarpitMs = 100; // 10 bytes a second; the EHLO reply alone takes ~15 s
+    tarpit.mode.tarpitAfter = 1; // the greeting comes at once
+    const good = await sink();
+    const h = await harness({
+      upstream: {
+        url: good.url,
+        routes: [{ senderDomains: ['slow.example'], url: tarpit.url }],
+        maxConnections: 2,
+        deadlines: { helo: 1.5, attempt: 5 },
+      },
+      queue: { retryInitialSeconds: 60 },
+    });
+    for (let i = 0; i < 6; i++) await h.submit({ from: `app@slow.example`, to: [`t${i}@example.net`] });
+    for (let i = 0; i < 40; i++) await h.submit({ from: 'app@fast.example', to: [`f${i}@example.net`] });
+
+    // Every slow message is deferred by a deadline, none delivered, none bounced...
+    await h.waitFor(
+      () =>
+        h.attempts().filter((l) => l['outcome'] === 'deferred' && String(l['from']).endsWith('slow.example'))
+          .length >= 6,
+      30_000,
+      'the tarpit route deferred',
+    );
+    // ...while the other route got everything through.
+    await h.waitFor(() => good.messages.length === 40, 30_000, 'the other route delivered');
+    const deferred = h.attempts().filter((l) => l['outcome'] === 'deferred');
+    expect(deferred.some((l) => /upstream\.deadlines\.helo/.test(String(l['reply'])))).toBe(true);
+    expect(tarpit.messages).toHaveLength(0);
+    expect(await h.metric('email_bounces_generated_total')).toBe(0);
+    // Two slow sessions at most were ever open: the tarpit never took the other route's connections,
+    // and after a few deadlines its breaker stopped dialing it.
+    expect(tarpit.connections.length).toBeLessThanOrEqual(4);
+    expect(h.agent.routeStates().find((r) => r.name.endsWith(String(tarpit.port)))?.health.state).toBe(
+      'unreachable',
+    );
+    console.log(
+      `tarpit (10 B/s): ${tarpit.connections.length} connections, 6 messages deferred by deadlines, 0 delivered; ` +
+        `other route: ${good.messages.length} delivered meanwhile`,
+    );
+  }, 60_000);
+
+  it('the whole-attempt deadline cuts off an upstream whose every reply is just in time', async () => {
+    const tarpit = await sink();
+    tarpit.mode.tarpitMs = 30; // each reply in well under a second, the EHLO reply in ~4 s
+    const h = await harness({
+      upstream: { url: tarpit.url, deadlines: { helo: 60, attempt: 2 } },
+      queue: { retryInitialSeconds: 60 },
+    });
+    await h.submit({ to: ['x@example.net'] });
+    await h.waitFor(() => h.attempts().some((l) => l['outcome'] === 'deferred'), 20_000, 'a deferral');
+    const line = h.attempts().find((l) => l['outcome'] === 'deferred')!;
+    expect(line['reply']).toMatch(/did not finish within 2 s \(upstream\.deadlines\.attempt\)/);
+    expect(line['status']).toBe('4.4.2');
+    expect(await h.metric('email_upstream_timeouts_total')).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('preflight', () => {
+  it('at start: EHLO with the configured name, QUIT; reported in the metric and the route health', async () => {
+    const g = await sink();
+    const h = await harness({ upstream: { url: g.url, ...GOOGLE, preflight: true } });
+    await h.waitFor(() => h.agent.routeStates()[0]?.health.preflight !== undefined, 15_000, 'the preflight');
+    expect(h.agent.routeStates()[0]!.health.preflight).toMatchObject({ ok: true });
+    expect(await h.metric('email_upstream_preflight_ok', { route: h.agent.routeStates()[0]!.name })).toBe(1);
+    expect(g.ehloNames).toEqual(['mail.example.com']);
+    expect(g.transactions).toHaveLength(0);
+  });
+
+  it("a 421 to a generic EHLO name holds the route before any message meets it, in the upstream's words", async () => {
+    const g = await sink();
+    const h = await harness({
+      hostname: 'relay-0',
+      upstream: { url: g.url, ...GOOGLE, preflight: true, hold: { initialSeconds: 60 } },
+    });
+    await h.waitFor(() => h.agent.routeStates()[0]?.health.state === 'held', 15_000, 'held by the preflight');
+    const health = h.agent.routeStates()[0]!.health;
+    expect(health.preflight).toMatchObject({ ok: false });
+    expect(health.lastRefusal).toMatchObject({ code: 421, status: '4.7.0', reason: 'config' });
+    expect(health.lastRefusal?.text).toMatch(/^421 4\.7\.0 Try again later, closing connection\. \(EHLO\)/);
+    const line = h.logs.find((l) => /^preflight failed/.test(String(l.msg)));
+    expect(line?.['hint']).toMatch(/hostname/);
+    expect(await h.metric('email_upstream_preflight_ok', { route: h.agent.routeStates()[0]!.name })).toBe(0);
+    // Mail for the route waits without dialing.
+    await h.submit({ to: ['a@example.net'] });
+    await h.waitFor(() => h.attempts().some((l) => l['outcome'] === 'deferred'), 10_000, 'a deferral');
+    expect(g.connections).toHaveLength(1);
+    expect(h.spool.stats().messages).toBe(1);
+  });
+});

@@ -67,6 +67,55 @@ describe('relay configuration', () => {
     expect(() => parseConfig({ upstream: { url: 'http://smtp.example.com' } })).toThrow(/upstream\.url/);
   });
 
+  it("refuses a hostname that is not a FQDN when an upstream is Google's relay, and only then", () => {
+    const google = 'smtp+starttls://smtp-relay.gmail.com:587';
+    for (const hostname of ['localhost', 'relay-0', '10.0.0.5']) {
+      expect(() => parseConfig({ hostname, upstream: { url: google } })).toThrow(
+        /hostname: .*not a fully qualified/,
+      );
+      expect(() =>
+        parseConfig({
+          hostname,
+          upstream: { url: 'smtp://mx.example.com', routes: [{ senderDomains: ['a.example'], url: google }] },
+        }),
+      ).toThrow(/hostname/);
+    }
+    expect(parseConfig({ hostname: 'mail.example.com', upstream: { url: google } }).hostname).toBe(
+      'mail.example.com',
+    );
+    // Other smarthosts: a warning at start, not a refusal (default hostname is localhost).
+    expect(parseConfig({ upstream: { url: 'smtp://mx.example.com' } }).hostname).toBe('localhost');
+  });
+
+  it('reads reply classes per route and refuses a relay-level rule without a reason or with a bad pattern', () => {
+    const c = parseConfig({
+      upstream: {
+        url: 'smtp://mx.example.com',
+        replyClasses: { rules: [{ reply: '^554 5\\.7\\.1 ', class: 'relay', reason: 'identity' }] },
+        routes: [
+          { senderDomains: ['a.example'], url: 'smtp://b.example', replyClasses: { profile: 'google' } },
+        ],
+      },
+    });
+    expect(c.upstream.replyClasses.profile).toBe('auto');
+    expect(c.upstream.routes[0]?.replyClasses?.profile).toBe('google');
+    expect(c.upstream.deadlines).toMatchObject({
+      helo: 300,
+      mail: 300,
+      rcpt: 300,
+      dataInit: 120,
+      dataXfer: 180,
+      dataDone: 600,
+      attempt: 600,
+    });
+    expect(() =>
+      parseConfig({ upstream: { replyClasses: { rules: [{ reply: 'x', class: 'relay' }] } } }),
+    ).toThrow(/upstream\.replyClasses\.rules\.0\.reason/);
+    expect(() =>
+      parseConfig({ upstream: { replyClasses: { rules: [{ reply: '(', class: 'recipient' }] } } }),
+    ).toThrow(/upstream\.replyClasses\.rules\.0\.reply: expected a regular expression/);
+  });
+
   it('reports unreadable and malformed files clearly', async () => {
     await expect(loadConfig({ file: '/nonexistent/relay.yaml', env: {} })).rejects.toThrow(
       /cannot read config file/,
