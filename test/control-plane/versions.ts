@@ -53,4 +53,13 @@ export const ETCD_MODULE: GoModule = {
   binaries: [{ name: 'etcd', pkg: 'go.etcd.io/etcd/server/v3' }],
 };
 
-export const GO_MODULES: readonly GoModule[] = [ETCD_MODULE, KUBERNETES_MODULE];
+/** Helm, for the chart tests (deploy/helm): lint, template, install into the test cluster. */
+export const HELM_MODULE: GoModule = {
+  dir: 'helm',
+  path: 'email-relay.test/control-plane/helm',
+  upstream: 'helm.sh/helm/v4',
+  version: 'v4.3.2',
+  binaries: [{ name: 'helm', pkg: 'helm.sh/helm/v4/cmd/helm' }],
+};
+
+export const GO_MODULES: readonly GoModule[] = [ETCD_MODULE, KUBERNETES_MODULE, HELM_MODULE];
