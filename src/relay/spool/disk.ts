@@ -38,6 +38,20 @@ export async function writeAll(fh: FileHandle, bufs: readonly Buffer[], pos: num
 }
 
 /**
+ * Runs one fsync/fdatasync; if it fails, `poison` runs before the error is rethrown. A failed
+ * sync is never retried: Linux reports a writeback error once and may have dropped the dirty
+ * pages, so a later sync that succeeds proves nothing. The spool stops taking mail instead.
+ */
+export async function syncOrPoison(sync: () => Promise<void>, poison?: (e: unknown) => void): Promise<void> {
+  try {
+    await sync();
+  } catch (e) {
+    poison?.(e);
+    throw e;
+  }
+}
+
+/**
  * Creates `path` (must not exist) with these contents, fdatasynced if `sync`; removes it again on
  * failure. `onSyncError` tells a failed fdatasync (fatal: pages may be lost) from a failed write.
  */
@@ -50,14 +64,7 @@ export async function writeNewFile(
   const fh = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o640);
   try {
     await writeAll(fh, bufs, 0);
-    if (sync) {
-      try {
-        await fh.datasync();
-      } catch (e) {
-        onSyncError?.(e);
-        throw e;
-      }
-    }
+    if (sync) await syncOrPoison(() => fh.datasync(), onSyncError);
   } catch (e) {
     await fh.close().catch(() => {});
     await fsp.rm(path, { force: true });
@@ -75,23 +82,6 @@ export async function readExactly(fh: FileHandle, pos: number, len: number): Pro
     off += bytesRead;
   }
   return buf;
-}
-
-/** fdatasync an existing file by name; false if it is gone. */
-export async function syncFile(path: string): Promise<boolean> {
-  let fh: FileHandle;
-  try {
-    fh = await fsp.open(path, 'r');
-  } catch (e) {
-    if (isCode(e, 'ENOENT')) return false;
-    throw e;
-  }
-  try {
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  return true;
 }
 
 export async function unlinkQuiet(path: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { constants, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeAll } from './disk.ts';
+import { syncOrPoison, writeAll } from './disk.ts';
 import {
   type BadRegion,
   decodeJournal,
@@ -200,6 +200,12 @@ export class Journal {
     if (s) this.sealSegment(s);
   }
 
+  /** A failed sync: nothing more goes into this segment, and the spool is poisoned. */
+  private syncFailed(seg: Segment, e: unknown): void {
+    this.sealSegment(seg);
+    this.opts.onSyncError(e);
+  }
+
   private sealSegment(s: Segment): void {
     if (s.sealed) return;
     s.sealed = true;
@@ -268,16 +274,12 @@ export class Journal {
       waiters: [],
     };
     this.segments.push(seg);
-    if (this.opts.fsync) {
-      try {
-        // The segment's name must be durable before any record in it counts as committed.
-        await this.dirFh.sync();
-      } catch (e) {
-        this.sealSegment(seg);
-        this.opts.onSyncError(e);
-        throw e;
-      }
-    }
+    // The segment's name must be durable before any record in it counts as committed.
+    if (this.opts.fsync)
+      await syncOrPoison(
+        () => this.dirFh.sync(),
+        (e) => this.syncFailed(seg, e),
+      );
     return seg;
   }
 
@@ -300,14 +302,12 @@ export class Journal {
         throw e;
       }
       if (this.opts.fsync) {
-        try {
-          await seg.fh!.datasync();
-          this.syncs++;
-        } catch (e) {
-          this.sealSegment(seg);
-          this.opts.onSyncError(e);
-          throw e;
-        }
+        const fh = seg.fh!;
+        await syncOrPoison(
+          () => fh.datasync(),
+          (e) => this.syncFailed(seg, e),
+        );
+        this.syncs++;
       }
       this.records += items.length;
       let pos = start;

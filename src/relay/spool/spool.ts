@@ -21,7 +21,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { type Logger, silentLogger } from '../../lib/logger.ts';
-import { mapLimit, unlinkQuiet, writeAll, writeNewFile } from './disk.ts';
+import { mapLimit, syncOrPoison, unlinkQuiet, writeAll, writeNewFile } from './disk.ts';
 import {
   encodeDelRecord,
   encodeEnvelope,
@@ -240,13 +240,8 @@ class SpoolImpl implements RelaySpool {
     // Without fsync there is no durability to amortise: skip the journal.
     this.journalOpts = opts.journal === false || !fsync ? undefined : { ...DEFAULTS, ...opts.journal };
     this.dirCommit = new GroupCommit(async () => {
-      try {
-        await this.queueDirFh.sync();
-        this.io.dirSyncs++;
-      } catch (e) {
-        this.fail(e);
-        throw e;
-      }
+      await syncOrPoison(() => this.queueDirFh.sync(), this.onSyncError);
+      this.io.dirSyncs++;
     });
   }
 
@@ -743,12 +738,7 @@ class SpoolImpl implements RelaySpool {
           await writeAll(fh, [preamble], 0);
         }
         if (this.fsync) {
-          try {
-            await fh.datasync();
-          } catch (e) {
-            this.fail(e);
-            throw e;
-          }
+          await syncOrPoison(() => fh.datasync(), this.onSyncError);
           this.io.fileSyncs++;
         }
       } finally {
