@@ -13,6 +13,7 @@ import {
   runRootfs,
   runRootfsToEnd,
 } from '../helpers/image-rootfs.ts';
+import { eventually } from '../helpers/poll.ts';
 import { freePort } from '../helpers/ports.ts';
 
 // The images `npm run image` writes, unpacked and run as a runtime with a read-only root would
@@ -115,17 +116,16 @@ describe.skipIf(!runnable)('images from scripts/image, run without Docker', () =
       child.stderr!.setEncoding('utf8').on('data', (d: string) => {
         log += d;
       });
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (ok) break;
-        if (child.exitCode !== null || Date.now() > deadline)
-          throw new Error(`relay did not become ready:\n${log}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await eventually(
+        'the relay from its image to answer /readyz',
+        async () => {
+          if (child.exitCode !== null) throw new Error(`relay exited ${child.exitCode}:\n${log}`);
+          return (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).ok || undefined;
+        },
+        { timeoutMs: 60_000, everyMs: 200 },
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\n${log}`);
+      });
     }, 90_000);
 
     afterAll(async () => {
