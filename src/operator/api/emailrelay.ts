@@ -50,11 +50,58 @@ export const upstreamCredentialsSchema = secretRefSchema
   })
   .describe('Secret with the smarthost credentials; mounted as files, never copied into the ConfigMap');
 
+export const replyRuleSpecSchema = withCel(
+  z
+    .object({
+      reply: z
+        .string()
+        .min(1)
+        .max(1024)
+        .describe(
+          'Regular expression (case-insensitive) tested against the one-line reply, e.g. "^550 5\\.7\\.0 "',
+        ),
+      class: z
+        .enum(['recipient', 'relay', 'connection'])
+        .describe(
+          'recipient: bounce (5xx) or defer (4xx) that recipient; relay: hold all mail of the route, bounce nothing ' +
+            "before the message's lifetime ends; connection: counts towards the circuit breaker",
+        ),
+      reason: z
+        .enum(['identity', 'auth', 'quota', 'rate', 'config'])
+        .optional()
+        .describe('For class relay: what is wrong (rate backs off and resumes slowly; quota holds longer)'),
+    })
+    .describe('How to read one kind of upstream reply'),
+  [
+    {
+      rule: "self.class != 'relay' || has(self.reason)",
+      message: 'a relay-level rule needs a reason',
+      check: (r) => r.class !== 'relay' || r.reason !== undefined,
+      fieldPath: '.reason',
+    },
+  ],
+);
+
+export const replyClassesSpecSchema = z
+  .object({
+    profile: z
+      .enum(['auto', 'google', 'generic'])
+      .default('auto')
+      .describe("Built-in table tried after the rules; auto: Google's for *.gmail.com, else generic"),
+    rules: z
+      .array(replyRuleSpecSchema)
+      .max(64)
+      .optional()
+      .describe('Tried first, in order; the first match wins'),
+  })
+  .describe("Which of the smarthost's refusals are about the relay itself rather than one recipient");
+
 const upstreamEndpoint = {
   host: z.string().min(1).max(253).regex(HOST, 'expected a host name or IPv4 address').describe('Smarthost'),
   port: port.default(587).describe('Smarthost port'),
   tls: tlsModeSchema.default('starttls'),
   credentialsSecretRef: upstreamCredentialsSchema.optional(),
+  replyClasses: replyClassesSpecSchema.optional(),
 };
 
 const noCleartextCredentials = {

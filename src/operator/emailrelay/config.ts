@@ -55,9 +55,20 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
       url: upstreamUrl(spec.upstream),
       outboxDir: `${SPOOL_MOUNT}/outbox`,
       maxConnections: spec.upstream.maxConnections,
+      ...(spec.upstream.replyClasses
+        ? {
+            replyClasses: {
+              profile: spec.upstream.replyClasses.profile,
+              rules: spec.upstream.replyClasses.rules ?? [],
+            },
+          }
+        : {}),
       routes: (spec.upstream.routes ?? []).map((r, i) => ({
         senderDomains: r.senderDomains,
         url: upstreamUrl(r),
+        ...(r.replyClasses
+          ? { replyClasses: { profile: r.replyClasses.profile, rules: r.replyClasses.rules ?? [] } }
+          : {}),
         ...(r.credentialsSecretRef
           ? {
               auth: {

@@ -9,6 +9,7 @@ import { parse } from 'yaml';
 import { buildCrds, toStructural } from '../../../src/operator/api/crd.ts';
 import { emailPolicySpecSchema } from '../../../src/operator/api/emailpolicy.ts';
 import { emailRelaySpecSchema } from '../../../src/operator/api/emailrelay.ts';
+import { renderRelayConfig } from '../../../src/operator/emailrelay/config.ts';
 
 const minimal = {
   hostname: 'mail.bionicaisolutions.com',
@@ -50,6 +51,40 @@ describe('EmailRelay spec', () => {
     expect(retry.error?.issues[0]?.path).toEqual(['queue', 'retryMaxSeconds']);
     const ports = emailRelaySpecSchema.safeParse({ ...minimal, metrics: { port: 25 } });
     expect(ports.error?.issues[0]?.message).toMatch(/must differ/);
+  });
+
+  it('takes reply classes per upstream and route, and renders them into the relay config', () => {
+    const spec = emailRelaySpecSchema.parse({
+      ...minimal,
+      upstream: {
+        ...minimal.upstream,
+        replyClasses: { rules: [{ reply: 'Mail relay denied', class: 'relay', reason: 'identity' }] },
+        routes: [
+          {
+            senderDomains: ['other.example'],
+            host: 'smtp.other.example',
+            replyClasses: { profile: 'generic' },
+          },
+        ],
+      },
+    });
+    const config = renderRelayConfig(spec);
+    expect(config.upstream.replyClasses).toEqual({
+      profile: 'auto',
+      rules: [{ reply: 'Mail relay denied', class: 'relay', reason: 'identity' }],
+    });
+    expect(config.upstream.routes[0]?.replyClasses).toEqual({ profile: 'generic', rules: [] });
+    const noReason = emailRelaySpecSchema.safeParse({
+      ...minimal,
+      upstream: { ...minimal.upstream, replyClasses: { rules: [{ reply: 'x', class: 'relay' }] } },
+    });
+    expect(noReason.error?.issues[0]?.message).toMatch(/needs a reason/);
+    // A pattern the relay cannot compile is refused when rendering, naming the field.
+    const bad = emailRelaySpecSchema.parse({
+      ...minimal,
+      upstream: { ...minimal.upstream, replyClasses: { rules: [{ reply: '(', class: 'recipient' }] } },
+    });
+    expect(() => renderRelayConfig(bad)).toThrow(/upstream\.replyClasses\.rules\.0\.reply/);
   });
 });
 
