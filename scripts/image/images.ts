@@ -89,6 +89,14 @@ export async function buildImage(opts: BuildOptions): Promise<ImageResult & { ca
     `email-relay scripts/image ${opts.kind}`,
   );
   await writeFile(meta, JSON.stringify(result, null, 2));
+  // Work dirs of builds that were killed (a finished build removes its own).
+  await pruneOldest(
+    dir,
+    (f) => f.startsWith('.oci-'),
+    0,
+    (f) => [f],
+    STALE_MS,
+  );
   await pruneOldest(
     dir,
     (f) => f.startsWith(`${opts.kind}-`) && f.endsWith('.tar'),
@@ -101,16 +109,24 @@ export async function buildImage(opts: BuildOptions): Promise<ImageResult & { ca
 /** Archives (and compiled dist dirs) kept per kind: a few checkouts or branches can share the cache. */
 const KEEP = 3;
 
-/** Removes all but the `keep` newest entries of `dir` that `match`, with the companions `also` names. */
+/** A build's temp dir older than this belongs to a build that died. */
+const STALE_MS = 3_600_000;
+
+/**
+ * Removes all but the `keep` newest entries of `dir` that `match` (and are older than `minAgeMs`),
+ * with the companions `also` names.
+ */
 async function pruneOldest(
   dir: string,
   match: (name: string) => boolean,
   keep: number,
   also: (name: string) => string[] = (f) => [f],
+  minAgeMs = 0,
 ): Promise<void> {
   const names = (await readdir(dir)).filter(match);
   const dated = await Promise.all(names.map(async (n) => ({ n, t: (await stat(join(dir, n))).mtimeMs })));
-  for (const { n } of dated.sort((a, b) => b.t - a.t).slice(keep)) {
+  const old = dated.filter(({ t }) => Date.now() - t >= minAgeMs);
+  for (const { n } of old.sort((a, b) => b.t - a.t).slice(keep)) {
     for (const f of also(n)) await rm(join(dir, f), { recursive: true, force: true });
   }
 }
@@ -178,6 +194,13 @@ async function compiledDist(log: Log): Promise<string> {
     if (!existsSync(out)) throw err;
   });
   await pruneOldest(dirname(out), (f) => !f.includes('.tmp-'), KEEP);
+  await pruneOldest(
+    dirname(out),
+    (f) => f.includes('.tmp-'),
+    0,
+    (f) => [f],
+    STALE_MS,
+  );
   return out;
 }
 

@@ -66,11 +66,16 @@ export async function extractImage(archive: string): Promise<ExtractedImage> {
   return { rootfs: join(dir, 'rootfs'), config: imageConfig.config, imageConfig, index };
 }
 
-/** Unpacked images kept: the current relay, client and pause, and a previous generation. */
+/** Unpacked images kept (~190 MB each for the relay): the current relay, client and pause, and one more. */
 async function pruneRootfs(root: string): Promise<void> {
-  const dirs = (await readdir(root)).filter((d) => !d.startsWith('.'));
+  const dirs = await readdir(root);
   const dated = await Promise.all(dirs.map(async (d) => ({ d, t: (await stat(join(root, d))).mtimeMs })));
-  for (const { d } of dated.sort((a, b) => b.t - a.t).slice(6)) {
+  // Temp dirs of runs that died (an hour is far past any extraction).
+  for (const { d } of dated.filter(({ d, t }) => d.startsWith('.tmp-') && Date.now() - t > 3_600_000)) {
+    await rm(join(root, d), { recursive: true, force: true });
+  }
+  const kept = dated.filter(({ d }) => !d.startsWith('.'));
+  for (const { d } of kept.sort((a, b) => b.t - a.t).slice(4)) {
     await rm(join(root, d), { recursive: true, force: true });
   }
 }
