@@ -138,6 +138,12 @@ export const configSchema = z
           .default(100 * 1024 * 1024)
           .describe('Refuse mail with 452 4.3.1 when less than this is free on the spool filesystem'),
         fsync: z.boolean().default(true).describe('fsync before 250; turn off only for throwaway tests'),
+        controlSocket: z
+          .string()
+          .optional()
+          .describe(
+            'Unix socket of `email-relay queue` on a running relay; default <dir>/control.sock, or under $XDG_RUNTIME_DIR or /tmp where the spool volume cannot hold sockets',
+          ),
       })
       .prefault({}),
     smtp: z

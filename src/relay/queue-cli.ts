@@ -1,16 +1,17 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
-import { type ControlRequest, controlSocketPath, sendControl } from './control.ts';
-import { formatMessage, formatQueue } from './queue-format.ts';
+import { type ControlReply, type ControlRequest, controlSocketCandidates, sendControl } from './control.ts';
+import { formatMessage, formatQuarantine, formatQueue } from './queue-format.ts';
 import {
   deleteMessage,
   flushQueue,
   listMessages,
+  listQuarantined,
   retryMessage,
   showMessage,
   spoolOwner,
 } from './spool/index.ts';
-import type { QueuedMessage } from './spool/types.ts';
+import type { QuarantinedMessage, QueuedMessage } from './spool/types.ts';
 
 const USAGE =
   'usage: email-relay queue list|show ID|flush|delete ID|retry ID|drain [--spool DIR] [--config FILE] [--json] [--unready-seconds S]';
@@ -41,15 +42,49 @@ export async function queueCommand(args: string[]): Promise<number> {
   });
   const dir = config.spool.dir;
   const out = (s: string) => process.stdout.write(s);
+  const sockets = controlSocketCandidates(dir, config.spool.controlSocket);
+  /** The running relay's answer on the first socket that answers; undefined when none does. */
+  const ask = async (req: ControlRequest, timeoutMs?: number): Promise<ControlReply | undefined> => {
+    for (const path of sockets) {
+      const reply = await sendControl(path, req, timeoutMs).catch(() => undefined);
+      if (reply) return reply;
+    }
+    return undefined;
+  };
 
   switch (action) {
     case 'list': {
-      const messages: QueuedMessage[] = [];
-      for await (const m of listMessages(dir)) {
-        if (m.message) messages.push(m.message);
-        else process.stderr.write(`${m.entry.id}: unreadable: ${m.error}\n`);
+      let messages: QueuedMessage[] = [];
+      let quarantined: QuarantinedMessage[];
+      const owner = await spoolOwner(dir);
+      // A live relay answers from its index at one instant: reading the files while it renames
+      // them (a reschedule) would miss messages.
+      const reply = owner?.alive ? await ask({ cmd: 'list' }) : undefined;
+      if (reply?.ok) {
+        const snap = reply.result as {
+          messages: QueuedMessage[];
+          unreadable: Array<{ id: string; error: string }>;
+          quarantined: QuarantinedMessage[];
+        };
+        messages = snap.messages;
+        quarantined = snap.quarantined;
+        for (const u of snap.unreadable) process.stderr.write(`${u.id}: unreadable: ${u.error}\n`);
+      } else {
+        if (owner?.alive)
+          process.stderr.write(
+            `email-relay queue: the relay (pid ${owner.pid}) does not answer on its control socket: listing the files, which may miss messages it is moving\n`,
+          );
+        for await (const m of listMessages(dir)) {
+          if (m.message) messages.push(m.message);
+          else process.stderr.write(`${m.entry.id}: unreadable: ${m.error}\n`);
+        }
+        quarantined = listQuarantined(dir);
       }
-      out(values.json ? `${JSON.stringify(messages, null, 2)}\n` : formatQueue(messages));
+      out(
+        values.json
+          ? `${JSON.stringify(quarantined.length ? { messages, quarantined } : messages, null, 2)}\n`
+          : formatQueue(messages) + formatQuarantine(quarantined, dir),
+      );
       return 0;
     }
     case 'show': {
@@ -64,7 +99,7 @@ export async function queueCommand(args: string[]): Promise<number> {
       const req = (action === 'flush' ? { cmd: 'flush' } : { cmd: action, id: id! }) as ControlRequest;
       const owner = await spoolOwner(dir);
       if (owner?.alive) {
-        const reply = await sendControl(controlSocketPath(dir), req);
+        const reply = await ask(req);
         if (!reply)
           return fail(`the relay (pid ${owner.pid}) owns ${dir} but does not answer on its control socket`);
         if (!reply.ok) return fail(reply.error);
@@ -92,7 +127,7 @@ export async function queueCommand(args: string[]): Promise<number> {
       if (!Number.isFinite(unreadySeconds) || unreadySeconds < 0) return usage();
       const timeout =
         (unreadySeconds + config.shutdownGraceSeconds + config.peers.drainTimeoutSeconds + 60) * 1000;
-      const reply = await sendControl(controlSocketPath(dir), { cmd: 'drain', unreadySeconds }, timeout);
+      const reply = await ask({ cmd: 'drain', unreadySeconds }, timeout);
       if (!reply) return fail(`no relay is running on ${dir}`);
       if (!reply.ok) return fail(reply.error);
       out(values.json ? `${JSON.stringify(reply.result)}\n` : `drained: ${JSON.stringify(reply.result)}\n`);

@@ -1,4 +1,4 @@
-import type { QueuedMessage } from './spool/types.ts';
+import type { QuarantinedMessage, QueuedMessage } from './spool/types.ts';
 
 /** `mailq`-style listing, so admins who know Postfix read it at a glance. */
 export function formatQueue(messages: QueuedMessage[], now = Date.now()): string {
@@ -51,4 +51,15 @@ export function formatMessage(m: QueuedMessage, headers: string): string {
     headers.trimEnd(),
   ];
   return `${out.join('\n')}\n`;
+}
+
+/** Messages the spool keeps out of delivery (unreadable files, a body gone): after the queue. */
+export function formatQuarantine(q: QuarantinedMessage[], spoolDir: string): string {
+  if (!q.length) return '';
+  const lines = [
+    '',
+    `-- ${q.length} quarantined (not delivered: their files could not be read; kept in ${spoolDir}/quarantine/):`,
+  ];
+  for (const m of q) lines.push(`${m.id.padEnd(16)} ${m.files.join(' ')}`);
+  return `${lines.join('\n')}\n`;
 }

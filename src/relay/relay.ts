@@ -6,7 +6,7 @@ import { splitHostPort } from '../lib/host-port.ts';
 import type { Logger } from '../lib/logger.ts';
 import { createProbeServer, listenHttp } from '../lib/probes.ts';
 import { type Attribution, startKubeAttribution } from './access/attribution.ts';
-import { type ControlRequest, controlSocketPath, listenControl } from './control.ts';
+import { type ControlRequest, controlSocketCandidates, listenControlSomewhere } from './control.ts';
 import { installFastDotStuffing } from './delivery/dot-stuff.ts';
 import { createDeliveryAgent } from './delivery/index.ts';
 import type { DeliveryAgent } from './delivery/types.ts';
@@ -17,8 +17,8 @@ import { HandoffServer } from './peers/handoff-server.ts';
 import { leavingForGood } from './peers/leaving.ts';
 import { PeerTrust } from './peers/trust.ts';
 import { InboundServer } from './smtp/server.ts';
-import { openSpool } from './spool/index.ts';
-import type { Spool } from './spool/types.ts';
+import { openSpool, type RelaySpool } from './spool/index.ts';
+import type { QueuedMessage, Spool } from './spool/types.ts';
 import { SummarySource } from './summary.ts';
 
 export interface Relay {
@@ -136,11 +136,17 @@ export async function startRelay(
       const { host, port } = splitHostPort(config.http);
       httpAddress = await listenHttp(http, host, port);
     }
-    control = await listenControl(controlSocketPath(spool.dir), (req) =>
-      req.cmd === 'drain'
-        ? drain(req.unreadySeconds).then((result) => ({ ok: true as const, result }))
-        : handleControl(delivery, req),
-    );
+    // A volume that cannot hold a socket (listen ENOSYS) must not keep the relay from relaying.
+    control = (
+      await listenControlSomewhere(
+        controlSocketCandidates(spool.dir, config.spool.controlSocket),
+        (req) =>
+          req.cmd === 'drain'
+            ? drain(req.unreadySeconds).then((result) => ({ ok: true as const, result }))
+            : handleControl(delivery, spool, req),
+        logger,
+      )
+    )?.server;
   } catch (err) {
     summary.stop();
     await handoff?.close().catch(() => undefined);
@@ -274,8 +280,10 @@ function watchSpoolFilesystem(metrics: RelayMetrics, dir: string): void {
   });
 }
 
-async function handleControl(delivery: DeliveryAgent, req: ControlRequest) {
+async function handleControl(delivery: DeliveryAgent, spool: RelaySpool, req: ControlRequest) {
   switch (req.cmd) {
+    case 'list':
+      return { ok: true as const, result: await queueSnapshot(spool) };
     case 'flush':
       delivery.flush();
       return { ok: true as const };
@@ -290,4 +298,33 @@ async function handleControl(delivery: DeliveryAgent, req: ControlRequest) {
     default:
       return { ok: false as const, error: 'unknown command' };
   }
+}
+
+/**
+ * `queue list` on a live relay: the index at one instant, each entry's envelope read through the
+ * spool (which follows its own checkpoints and renames), and the quarantine. A message missing
+ * here left the queue for real (delivered, bounced, deleted) while the list was read.
+ */
+async function queueSnapshot(spool: RelaySpool) {
+  const entries = spool.entries();
+  const messages: Array<QueuedMessage | undefined> = new Array(entries.length);
+  const unreadable: Array<{ id: string; error: string }> = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < entries.length) {
+      const i = next++;
+      const id = entries[i]!.id;
+      messages[i] = await spool.get(id).catch((err: Error) => {
+        unreadable.push({ id, error: err.message });
+        return undefined;
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  return {
+    at: Date.now(),
+    messages: messages.filter((m): m is QueuedMessage => m !== undefined),
+    unreadable,
+    quarantined: spool.quarantined(),
+  };
 }

@@ -267,6 +267,11 @@ export class Agent implements DeliveryAgent {
   }
 
   retry(id: string): boolean {
+    // A person asked for this one now: if an open breaker held it back (upstream unreachable),
+    // the breaker lets this attempt dial instead of deferring it again without trying.
+    for (const up of this.upstreams()) {
+      if (up.suspended.delete(id) || up.breaker.state() === 'open') up.breaker.reset();
+    }
     // A parked message runs as soon as its route has a free connection.
     return this.scheduler.makeDue(id) || this.upstreams().some((up) => up.parked.includes(id));
   }

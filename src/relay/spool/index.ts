@@ -9,6 +9,7 @@ export {
   deleteMessage,
   flushQueue,
   listMessages,
+  listQuarantined,
   listQueue,
   type OfflineMessage,
   retryMessage,

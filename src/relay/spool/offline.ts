@@ -2,12 +2,13 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { silentLogger } from '../../lib/logger.ts';
 import { mapLimit } from './disk.ts';
-import { readSegments } from './journal.ts';
+import { listQuarantine, readSegments } from './journal.ts';
 import {
   buildIndex,
   checkFormat,
   type Dirs,
   type IndexEntry,
+  QUARANTINE_DIR,
   QUEUE_DIR,
   readEnvelope,
   readHeaders,
@@ -15,7 +16,7 @@ import {
 } from './layout.ts';
 import { isCode, isLockAlive, type LockInfo, readLock } from './lock.ts';
 import { openSpool, type RelaySpool } from './spool.ts';
-import type { QueuedMessage, QueueEntry } from './types.ts';
+import type { QuarantinedMessage, QueuedMessage, QueueEntry } from './types.ts';
 
 /**
  * The `email-relay queue list|show|flush|delete|retry` view of a spool (mailq / postsuper).
@@ -54,6 +55,11 @@ export async function listQueue(dir: string): Promise<QueueEntry[]> {
     receivedAt,
     nextAttemptAt,
   }));
+}
+
+/** Messages kept in quarantine/ (not delivered), oldest first. */
+export function listQuarantined(dir: string): QuarantinedMessage[] {
+  return listQuarantine(join(dir, QUARANTINE_DIR));
 }
 
 /** Entries with their envelopes, oldest first, read one at a time. */
