@@ -1,3 +1,24 @@
+// Type-only: the client's model types check every rendered field's name and type at compile time.
+import type {
+  V1ConfigMap,
+  V1Container,
+  V1Deployment,
+  V1DeploymentSpec,
+  V1NetworkPolicy,
+  V1NetworkPolicyPeer,
+  V1NetworkPolicyPort,
+  V1PodDisruptionBudget,
+  V1PodSpec,
+  V1PodTemplateSpec,
+  V1Service,
+  V1ServiceAccount,
+  V1ServicePort,
+  V1StatefulSet,
+  V1StatefulSetSpec,
+  V1TopologySpreadConstraint,
+  V1Volume,
+  V1VolumeMount,
+} from '@kubernetes/client-node';
 import type { RelayConfig } from '../../config/schema.ts';
 import type { EmailRelaySpec } from '../api/emailrelay.ts';
 import { API_VERSION, type KubeObject, type LabelSelector, type OwnerReference } from '../api/meta.ts';
@@ -58,13 +79,12 @@ export function ownerReference(relay: RelayRef): OwnerReference {
   };
 }
 
-function meta(relay: RelayRef, name: string, extra: Record<string, unknown> = {}) {
+function meta(relay: RelayRef, name: string) {
   return {
     name,
     namespace: relay.namespace,
     labels: commonLabels(relay.name),
     ownerReferences: [ownerReference(relay)],
-    ...extra,
   };
 }
 
@@ -78,17 +98,38 @@ export function terminationGraceSeconds(spec: EmailRelaySpec): number {
   return PRESTOP_SLEEP_SECONDS + spec.shutdownGraceSeconds + 5;
 }
 
-export function renderPodTemplate(relay: RelayRef, spec: EmailRelaySpec, image: string, configHash: string) {
+/**
+ * client-node's pod template, except for what the EmailRelay passes through as the user wrote it
+ * (topology spread constraints, validated by the API server) and resource quantities, which the
+ * spec also takes as numbers (client-node types them as strings only).
+ */
+type Container = Omit<V1Container, 'resources'> & { resources?: EmailRelaySpec['resources'] };
+type PodTemplate = Omit<V1PodTemplateSpec, 'spec'> & {
+  spec: Omit<V1PodSpec, 'containers' | 'topologySpreadConstraints'> & {
+    containers: Container[];
+    topologySpreadConstraints: (V1TopologySpreadConstraint | Record<string, unknown>)[];
+  };
+};
+type WithTemplate<W extends { spec?: unknown }, S> = Omit<W, 'spec'> & {
+  spec: Omit<S, 'template'> & { template: PodTemplate };
+};
+
+export function renderPodTemplate(
+  relay: RelayRef,
+  spec: EmailRelaySpec,
+  image: string,
+  configHash: string,
+): PodTemplate {
   const names = childNames(relay.name);
   const persistent = spec.queue.persistence.enabled;
   const creds = spec.upstream.credentialsSecretRef;
   const routes = spec.upstream.routes ?? [];
 
-  const volumes: Record<string, unknown>[] = [
+  const volumes: V1Volume[] = [
     { name: 'config', configMap: { name: names.configMap } },
     { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
   ];
-  const mounts: Record<string, unknown>[] = [
+  const mounts: V1VolumeMount[] = [
     { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
     { name: 'spool', mountPath: SPOOL_MOUNT },
     { name: 'tmp', mountPath: '/tmp' },
@@ -129,7 +170,7 @@ export function renderPodTemplate(relay: RelayRef, spec: EmailRelaySpec, image: 
 
   const privileged = Math.min(spec.smtp.port, spec.metrics.port) < 1024;
   const httpGet = (path: string) => ({ path, port: 'http' });
-  const container = {
+  const container: Container = {
     name: 'relay',
     image,
     ...(spec.imagePullPolicy ? { imagePullPolicy: spec.imagePullPolicy } : {}),
@@ -220,7 +261,7 @@ export function renderWorkload(
         strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
         template,
       },
-    };
+    } satisfies WithTemplate<V1Deployment, V1DeploymentSpec>;
   }
   const p = spec.queue.persistence;
   return {
@@ -250,19 +291,19 @@ export function renderWorkload(
         },
       ],
     },
-  };
+  } satisfies WithTemplate<V1StatefulSet, V1StatefulSetSpec>;
 }
 
 export function renderServices(relay: RelayRef, spec: EmailRelaySpec): KubeObject[] {
   const names = childNames(relay.name);
-  const smtp = { name: 'smtp', port: spec.smtp.port, targetPort: 'smtp', protocol: 'TCP' };
+  const smtp: V1ServicePort = { name: 'smtp', port: spec.smtp.port, targetPort: 'smtp', protocol: 'TCP' };
   return [
     {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: meta(relay, names.service),
       spec: { type: 'ClusterIP', selector: selectorLabels(relay.name), ports: [smtp] },
-    },
+    } satisfies V1Service,
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -274,7 +315,7 @@ export function renderServices(relay: RelayRef, spec: EmailRelaySpec): KubeObjec
           ? [smtp, { name: 'http', port: spec.metrics.port, targetPort: 'http', protocol: 'TCP' }]
           : [smtp],
       },
-    },
+    } satisfies V1Service,
   ];
 }
 
@@ -286,12 +327,17 @@ function selector(s: LabelSelector): LabelSelector {
   };
 }
 
+/** client-node's NetworkPolicy with the ingress rule's wire name `from` (its model says `_from`, its serializer's). */
+type NetworkPolicy = Omit<V1NetworkPolicy, 'spec'> & {
+  spec: Omit<NonNullable<V1NetworkPolicy['spec']>, 'ingress'> & {
+    ingress: { from: V1NetworkPolicyPeer[]; ports: V1NetworkPolicyPort[] }[];
+  };
+};
+
 export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): KubeObject[] {
   const names = childNames(relay.name);
   const podSelector = { matchLabels: selectorLabels(relay.name) };
-  const smtpFrom: Record<string, unknown>[] = [
-    { namespaceSelector: selector(spec.access.namespaceSelector) },
-  ];
+  const smtpFrom: V1NetworkPolicyPeer[] = [{ namespaceSelector: selector(spec.access.namespaceSelector) }];
   for (const cidr of spec.access.extraCIDRs) {
     smtpFrom.push({
       ipBlock: { cidr: cidr.includes('/') ? cidr : `${cidr}/${cidr.includes(':') ? 128 : 32}` },
@@ -305,9 +351,14 @@ export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): Ku
       spec: {
         podSelector,
         policyTypes: ['Ingress'],
-        ingress: [{ from: smtpFrom, ports: [{ protocol: 'TCP', port: spec.smtp.port }] }],
+        ingress: [
+          {
+            from: smtpFrom,
+            ports: [{ protocol: 'TCP', port: spec.smtp.port } satisfies V1NetworkPolicyPort],
+          },
+        ],
       },
-    },
+    } satisfies NetworkPolicy,
   ];
   if (spec.metrics.enabled) {
     out.push({
@@ -319,12 +370,14 @@ export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): Ku
         policyTypes: ['Ingress'],
         ingress: [
           {
-            from: [{ namespaceSelector: selector(spec.metrics.namespaceSelector) }],
-            ports: [{ protocol: 'TCP', port: spec.metrics.port }],
+            from: [
+              { namespaceSelector: selector(spec.metrics.namespaceSelector) } satisfies V1NetworkPolicyPeer,
+            ],
+            ports: [{ protocol: 'TCP', port: spec.metrics.port } satisfies V1NetworkPolicyPort],
           },
         ],
       },
-    });
+    } satisfies NetworkPolicy);
   }
   return out;
 }
@@ -341,7 +394,7 @@ export function renderPodDisruptionBudget(relay: RelayRef, spec: EmailRelaySpec)
       // A pod that never got ready must not block node drains.
       unhealthyPodEvictionPolicy: 'AlwaysAllow',
     },
-  };
+  } satisfies V1PodDisruptionBudget;
 }
 
 /** Everything an EmailRelay runs on. Throws ConfigError when the relay would refuse the config. */
@@ -362,8 +415,13 @@ export function renderRelay(input: RenderInput): Rendered {
       // The relay calls the API only for client attribution (read-only, through the one
       // ClusterRoleBinding whose subjects the operator keeps: see attribution.ts).
       automountServiceAccountToken: spec.access.attribution,
-    },
-    { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta(relay, names.configMap), data: configData },
+    } satisfies V1ServiceAccount,
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: meta(relay, names.configMap),
+      data: configData,
+    } satisfies V1ConfigMap,
     ...renderServices(relay, spec),
     ...renderNetworkPolicies(relay, spec),
     workload,
