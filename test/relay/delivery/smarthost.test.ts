@@ -201,7 +201,7 @@ describe('deadlines: a tarpit defers, the other route keeps delivering', () => {
         url: good.url,
         routes: [{ senderDomains: ['slow.example'], url: tarpit.url }],
         maxConnections: 2,
-        deadlines: { helo: 1.5, attempt: 5 },
+        deadlines: { helo: 3, attempt: 8 },
       },
       queue: { retryInitialSeconds: 60 },
     });
@@ -218,6 +218,15 @@ describe('deadlines: a tarpit defers, the other route keeps delivering', () => {
     );
     // ...while the other route got everything through.
     await h.waitFor(() => good.messages.length === 40, 30_000, 'the other route delivered');
+    // Meanwhile, not after: the first fast message went out while the tarpit still held its
+    // sessions (the slow messages came first, and their deadline is 3 s).
+    const firstSlowDeferral = Math.min(
+      ...h
+        .attempts()
+        .filter((l) => l['outcome'] === 'deferred')
+        .map((l) => Number(l['time'])),
+    );
+    expect(good.messages[0]!.at).toBeLessThan(firstSlowDeferral);
     const deferred = h.attempts().filter((l) => l['outcome'] === 'deferred');
     expect(deferred.some((l) => /upstream\.deadlines\.helo/.test(String(l['reply'])))).toBe(true);
     expect(tarpit.messages).toHaveLength(0);
