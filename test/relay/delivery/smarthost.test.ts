@@ -70,6 +70,8 @@ describe('relay-level refusals hold the route', () => {
     g.mode.relayDenied = false;
     await h.waitEmpty(30_000);
 
+    // Google takes at most 100 recipients per transaction (the sink answers 452 4.5.3 past that).
+    expect(Math.max(...g.messages.map((m) => m.to.length))).toBe(100);
     const delivered = g.messages.flatMap((m) => m.to);
     expect(new Set(delivered).size).toBe(150 + 29);
     expect(await h.metric('email_bounces_generated_total')).toBe(0);
