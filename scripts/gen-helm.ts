@@ -3,6 +3,8 @@
  * (`npm run helm-chart`), so the chart and the kustomize base cannot drift: a test renders both and
  * compares them. The objects are taken as kustomize emits them; only the values a chart user
  * sets become template expressions (release namespace, image, replicas, resources, extra args).
+ * `namespaced.namespaces` selects deploy/namespaced instead (its per-namespace Role and RoleBinding
+ * repeated per namespace; a test compares that render with kustomize's too).
  * The CRDs go to the chart's crds/ (Helm installs them before the templates), the monitoring
  * objects (deploy/monitoring) become optional templates. `--check` exits 1 when a file is stale.
  */
@@ -28,9 +30,38 @@ export function kubectlBin(): string {
   return existsSync(cached) ? cached : 'kubectl';
 }
 
-export function kustomizeBase(kubectl = kubectlBin()): Obj[] {
-  const text = execFileSync(kubectl, ['kustomize', join(root, 'deploy', 'base')], { encoding: 'utf8' });
+export function kustomizeBase(kubectl = kubectlBin(), dir = 'base'): Obj[] {
+  const text = execFileSync(kubectl, ['kustomize', join(root, 'deploy', dir)], { encoding: 'utf8' });
   return parseAllDocuments(text).map((d) => d.toJSON() as Obj);
+}
+
+/** deploy/namespaced, whose per-namespace Role and RoleBinding the chart repeats per namespace. */
+export const kustomizeNamespaced = (kubectl = kubectlBin()) => kustomizeBase(kubectl, 'namespaced');
+
+/** Only in the cluster-wide mode (deploy/namespaced deletes them). */
+const CLUSTER_WIDE_ONLY = new Set([
+  'ClusterRole/email-relay-operator',
+  'ClusterRoleBinding/email-relay-operator',
+]);
+const NAMESPACED = '.Values.namespaced.namespaces';
+
+/**
+ * The operator's Role and RoleBinding of deploy/namespaced, once per namespace in
+ * namespaced.namespaces (inside `range`, the release is `$`).
+ */
+function namespacedRoles(objects: Obj[]): string {
+  const docs = objects.filter(
+    (o) => (o.kind === 'Role' || o.kind === 'RoleBinding') && o.metadata.name === 'email-relay-operator',
+  );
+  if (docs.length !== 2)
+    throw new Error('deploy/namespaced: expected the Role and RoleBinding email-relay-operator');
+  const perNamespace = docs.map((o) => {
+    const t = structuredClone(o);
+    t.metadata.namespace = scalar('$ns');
+    const text = toTemplate(t);
+    return text.replace(/__HELM_SCALAR__/g, '').replaceAll(BASE_NAMESPACE, '{{ $.Release.Namespace }}');
+  });
+  return `{{- range $ns := ${NAMESPACED} }}\n${perNamespace.map((d) => `---\n${d}`).join('')}{{- end }}\n`;
 }
 
 // Placeholders put into the objects before they are written as YAML, then swapped for templates.
@@ -100,7 +131,11 @@ function templateDeployment(dep: Obj): { obj: Obj; found: Extracted } {
   for (const e of c.env) if (e.name === 'EMAIL_RELAY_IMAGE') e.value = image;
   c.resources = block('toYaml .Values.operator.resources');
   const baseArgs = c.args.map((a) => JSON.stringify(a)).join(' ');
-  c.args = block(`toYaml (concat (list ${baseArgs}) .Values.operator.extraArgs)`) as unknown as string[];
+  // Namespaced mode: --namespace a,b (the operator then holds Roles only and touches no RBAC).
+  const scope = `(ternary (list "--namespace" (join "," ${NAMESPACED})) (list) (not (empty ${NAMESPACED})))`;
+  c.args = block(
+    `toYaml (concat (list ${baseArgs}) ${scope} .Values.operator.extraArgs)`,
+  ) as unknown as string[];
   return { obj: d, found };
 }
 
@@ -120,8 +155,17 @@ operator:
   # -- Resources of the operator container.
   resources:
 ${stringify(found.resources).trimEnd().replace(/^/gm, '    ')}
-  # -- More operator flags, e.g. [--namespace, "team-a,team-b"] to watch only some namespaces.
+  # -- More operator flags (namespaced.namespaces sets --namespace).
   extraArgs: []
+
+namespaced:
+  # -- Namespaced install (as deploy/namespaced): the operator watches only these namespaces with a
+  # Role in each, holds no ClusterRole that writes, and touches no RBAC object. Empty: cluster-wide
+  # (deploy/base), where the operator keeps the relays' attribution binding itself.
+  namespaces: []
+  # -- In namespaced mode, the relays ({name, namespace}; the ServiceAccount is named like the
+  # EmailRelay) bound to the read-only attribution role (list/watch pods and namespaces).
+  relays: []
 
 monitoring:
   # -- A PodMonitor (Prometheus Operator) for every relay pod (labelled with its relay) and the operator.
@@ -222,7 +266,10 @@ sources: [https://github.com/bionicaisolutions/email-relay]
 
 const fileName = (o: Obj) => `${o.kind.toLowerCase()}-${o.metadata.name.replace(/[^a-z0-9.-]/g, '-')}.yaml`;
 
-export async function renderChart(objects = kustomizeBase()): Promise<Map<string, string>> {
+export async function renderChart(
+  objects = kustomizeBase(),
+  namespaced = kustomizeNamespaced(),
+): Promise<Map<string, string>> {
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
   const files = new Map<string, string>();
   let found: Extracted | undefined;
@@ -238,8 +285,17 @@ export async function renderChart(objects = kustomizeBase()): Promise<Map<string
       obj = t.obj;
       found = t.found;
     }
-    files.set(`templates/${fileName(o)}`, HEADER + toTemplate(obj));
+    let text = toTemplate(obj);
+    if (CLUSTER_WIDE_ONLY.has(`${o.kind}/${o.metadata.name}`))
+      text = `{{- if not ${NAMESPACED} }}\n${text}{{- end }}\n`;
+    if (o.kind === 'ClusterRoleBinding' && o.metadata.name === 'email-relay-client-attribution') {
+      if ('subjects' in o)
+        throw new Error('deploy/base: the attribution binding must leave subjects to the operator');
+      text += `{{- if ${NAMESPACED} }}\nsubjects:\n{{- range .Values.namespaced.relays }}\n  - kind: ServiceAccount\n    name: {{ .name }}\n    namespace: {{ .namespace }}\n{{- end }}\n{{- end }}\n`;
+    }
+    files.set(`templates/${fileName(o)}`, HEADER + text);
   }
+  files.set('templates/role-email-relay-operator.yaml', HEADER + namespacedRoles(namespaced));
   if (!found) throw new Error('deploy/base has no email-relay-operator Deployment');
   for (const [name, text] of Object.entries(MONITORING_TEMPLATES))
     files.set(`templates/${name}`, HEADER + text);

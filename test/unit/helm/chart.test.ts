@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CHART_DIR, kustomizeBase, renderChart, staleChartFiles } from '../../../scripts/gen-helm.ts';
+import {
+  CHART_DIR,
+  kustomizeBase,
+  kustomizeNamespaced,
+  renderChart,
+  staleChartFiles,
+} from '../../../scripts/gen-helm.ts';
 import { dashboardConfigMap, podMonitors, prometheusRule } from '../../../scripts/gen-monitoring.ts';
 import { cachedBinDir } from '../../control-plane/paths.ts';
 
@@ -63,6 +69,40 @@ describe('Helm chart deploy/helm/email-relay', () => {
     const base = byKey(kustomizeBase().filter((o) => o.kind !== 'Namespace') as Obj[]);
     expect([...chart.keys()].sort()).toEqual([...base.keys()].sort());
     for (const [k, o] of base) expect(chart.get(k), k).toEqual(o);
+  });
+
+  it('namespaced values (namespaces, relays) equal kubectl kustomize deploy/namespaced: Roles only', async () => {
+    const chart = byKey(
+      await template(
+        '--namespace',
+        'email-relay-system',
+        '--include-crds',
+        '--set-json',
+        'namespaced.namespaces=["email-server-prod"]',
+        '--set-json',
+        'namespaced.relays=[{"name":"postfix-relay","namespace":"email-server-prod"}]',
+      ),
+    );
+    const namespaced = byKey(kustomizeNamespaced().filter((o) => o.kind !== 'Namespace') as Obj[]);
+    expect([...chart.keys()].sort()).toEqual([...namespaced.keys()].sort());
+    for (const [k, o] of namespaced) expect(chart.get(k), k).toEqual(o);
+    // One Role and RoleBinding per namespace, and --namespace lists them all.
+    const two = await template('--namespace', 'ops', '--set-json', 'namespaced.namespaces=["a","b"]');
+    expect(
+      two
+        .filter((o) => o.kind === 'Role' && o.metadata.name === 'email-relay-operator')
+        .map((o) => o.metadata.namespace),
+    ).toEqual(['a', 'b']);
+    const dep = two.find((o) => o.kind === 'Deployment') as unknown as {
+      spec: { template: { spec: { containers: { args: string[] }[] } } };
+    };
+    expect(dep.spec.template.spec.containers[0]?.args).toEqual([
+      'operator',
+      '--http',
+      '0.0.0.0:8080',
+      '--namespace',
+      'a,b',
+    ]);
   });
 
   it('values change exactly their fields: namespace, image (also given to relays), replicas, resources, args', async () => {
