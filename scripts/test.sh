@@ -7,7 +7,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Debian tools for real SMTP peers (postfix's smtp-sink/smtp-source, swaks with TLS)"
+step "Debian tools: real SMTP peers (smtp-sink/smtp-source, swaks with TLS), the test node's runtime"
 # swaks does TLS only with Net::SSLeay + IO::Socket::SSL, which --no-install-recommends leaves out.
 swaks_tls() { swaks --support 2>&1 | grep -q '^=== TLS supported'; }
 missing=()
@@ -16,6 +16,16 @@ command -v swaks >/dev/null || missing+=(swaks)
 command -v swaks >/dev/null && swaks_tls || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus) # promtool and prometheus: alert and dashboard tests
+# The node tests' single-node cluster (test/control-plane/node.ts): container runtime, CNI plugins,
+# what kubelet, kube-proxy and kube-router call.
+command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nsenter >/dev/null || missing+=(util-linux)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v ipset >/dev/null || missing+=(ipset)
+command -v conntrack >/dev/null || missing+=(conntrack)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -36,7 +46,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
-step "Test control plane (etcd + kube-apiserver; built from Go modules once, then cached)"
+step "Test control plane and node (etcd, Kubernetes, CoreDNS, kube-router; built from Go modules once, then cached)"
 npm run --silent control-plane -- build
 
 step "Typecheck, lint, generated CRDs, docs/reference.md and deploy/monitoring up to date"

@@ -18,6 +18,21 @@ export interface Binaries {
   source: 'KUBEBUILDER_ASSETS' | 'cache' | 'build';
 }
 
+/** What `up --node` runs on top of the control plane. */
+export interface NodeBinaries extends Binaries {
+  kubeControllerManager: string;
+  kubeScheduler: string;
+  kubelet: string;
+  kubeProxy: string;
+  coredns: string;
+  kubeRouter: string;
+}
+
+export interface EnsureOptions {
+  /** Also the node's binaries (kubelet, kube-proxy, kube-scheduler, CoreDNS, kube-router). */
+  node?: boolean;
+}
+
 function fromDir(dir: string, source: Binaries['source']): Binaries {
   const need = (name: string) => {
     const p = join(dir, name);
@@ -35,16 +50,39 @@ function fromDir(dir: string, source: Binaries['source']): Binaries {
   };
 }
 
+function nodeFromDir(b: Binaries): NodeBinaries {
+  const need = (name: string) => {
+    const p = join(b.dir, name);
+    if (!existsSync(p)) throw new Error(`node mode: ${p} is missing (${b.source})`);
+    return p;
+  };
+  return {
+    ...b,
+    kubeControllerManager: need('kube-controller-manager'),
+    kubeScheduler: need('kube-scheduler'),
+    kubelet: need('kubelet'),
+    kubeProxy: need('kube-proxy'),
+    coredns: need('coredns'),
+    kubeRouter: need('kube-router'),
+  };
+}
+
+/** ensureBinaries with the node's binaries too (built on first use like the others). */
+export async function ensureNodeBinaries(log: Log): Promise<NodeBinaries> {
+  return nodeFromDir(await ensureBinaries(log, { node: true }));
+}
+
 /**
  * The binaries to run: $KUBEBUILDER_ASSETS if set (envtest convention, no build), else the per-version
  * cache, building whatever is missing or stale from the checked-in go.mod/go.sum first.
  */
-export async function ensureBinaries(log: Log): Promise<Binaries> {
+export async function ensureBinaries(log: Log, opts: EnsureOptions = {}): Promise<Binaries> {
   const assets = process.env['KUBEBUILDER_ASSETS'];
   if (assets) return fromDir(assets, 'KUBEBUILDER_ASSETS');
   const bin = cachedBinDir();
+  const wanted = GO_MODULES.filter((m) => opts.node || !m.nodeOnly);
   const stale = [];
-  for (const mod of GO_MODULES) if (!(await isFresh(mod, bin))) stale.push(mod);
+  for (const mod of wanted) if (!(await isFresh(mod, bin))) stale.push(mod);
   if (stale.length === 0) return fromDir(bin, 'cache');
 
   requireTool('go', ['version'], GO_HINT);
@@ -65,9 +103,12 @@ export async function ensureBinaries(log: Log): Promise<Binaries> {
 /** Stamp = hash of everything that determines the output; a changed go.sum or version rebuilds. */
 async function inputsHash(mod: GoModule): Promise<string> {
   const h = createHash('sha256').update(JSON.stringify(mod));
-  for (const f of ['go.mod', 'go.sum']) h.update(await readFile(join(repoGoDir(), mod.dir, f)));
+  for (const f of moduleFiles(mod)) h.update(await readFile(join(repoGoDir(), mod.dir, f)));
   return h.digest('hex');
 }
+
+/** Files checked in under go/<dir>: go.mod, go.sum and any main package of our own. */
+export const moduleFiles = (mod: GoModule) => ['go.mod', 'go.sum', ...(mod.sources ?? [])];
 
 const stampFile = (mod: GoModule, bin: string) => join(bin, `.${mod.dir}.stamp`);
 
@@ -85,7 +126,7 @@ async function buildModule(mod: GoModule, bin: string, log: Log): Promise<void> 
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   await mkdir(bin, { recursive: true });
-  for (const f of ['go.mod', 'go.sum']) await copyFile(join(repoGoDir(), mod.dir, f), join(dir, f));
+  for (const f of moduleFiles(mod)) await copyFile(join(repoGoDir(), mod.dir, f), join(dir, f));
   const gomod = await readFile(join(dir, 'go.mod'), 'utf8');
   if (!gomod.includes(`require ${mod.upstream} ${mod.version}`)) {
     throw new Error(
@@ -101,16 +142,36 @@ async function buildModule(mod: GoModule, bin: string, log: Log): Promise<void> 
   log(`[${mod.upstream}@${mod.version}] modules ready in ${elapsed(dl)}`);
 
   const ldflags = `-s -w ${await versionLdflags(mod, dir, log)}`.trim();
+  // One `go build` for all of a module's binaries: packages they share compile once, in parallel.
+  const started = Date.now();
+  const names = mod.binaries.map((b) => b.name).join(', ');
+  log(`[${mod.upstream}@${mod.version}] building ${names}`);
+  const out = join(bin, `.${mod.dir}.tmp`);
+  await rm(out, { recursive: true, force: true });
+  await mkdir(out);
+  const pkgs = mod.binaries.map((b) => b.pkg);
+  await runGo(
+    ['build', '-v', `-ldflags=${ldflags}`, '-o', `${out}/`, ...pkgs],
+    dir,
+    log,
+    `building ${names}`,
+    true,
+  );
   for (const b of mod.binaries) {
-    const started = Date.now();
-    log(`[${mod.upstream}@${mod.version}] building ${b.name} (${b.pkg})`);
-    const tmp = join(bin, `.${b.name}.tmp`);
-    await runGo(['build', `-ldflags=${ldflags}`, '-o', tmp, b.pkg], dir, log, `building ${b.name}`);
-    await rename(tmp, join(bin, b.name));
+    await rename(join(out, goBinaryName(b.pkg)), join(bin, b.name));
     const size = (await stat(join(bin, b.name))).size;
-    log(`[${mod.upstream}@${mod.version}] built ${b.name} in ${elapsed(started)} (${mib(size)})`);
+    log(`[${mod.upstream}@${mod.version}] built ${b.name} (${mib(size)})`);
   }
+  await rm(out, { recursive: true, force: true });
+  log(`[${mod.upstream}@${mod.version}] ${names} in ${elapsed(started)}`);
   await writeFile(stampFile(mod, bin), await inputsHash(mod));
+}
+
+/** The file name `go build -o dir/` gives a main package: its last path element, skipping a /vN suffix. */
+export function goBinaryName(pkg: string): string {
+  const parts = pkg.split('/');
+  const last = parts.at(-1) ?? pkg;
+  return /^v\d+$/.test(last) && parts.length > 1 ? (parts.at(-2) ?? last) : last;
 }
 
 /**
@@ -187,6 +248,24 @@ export async function describeBinaries(b: Binaries): Promise<string[]> {
       b.kubeControllerManager ? run(b.kubeControllerManager, ['--version']) : '(not available)',
     ],
   ];
+  // Node mode's binaries, once built.
+  for (const [name, args] of [
+    ['kube-scheduler', ['--version']],
+    ['kubelet', ['--version']],
+    ['kube-proxy', ['--version']],
+    ['coredns', ['-version']],
+    ['kube-router', ['--version']],
+  ] as const) {
+    const path = join(b.dir, name);
+    if (existsSync(path))
+      rows.push([
+        name,
+        path,
+        run(path, [...args])
+          .split('\n')
+          .find(Boolean) ?? '',
+      ]);
+  }
   const out: string[] = [];
   for (const [name, path, version] of rows) {
     const size = path ? mib((await stat(path)).size) : '-';

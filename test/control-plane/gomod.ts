@@ -54,6 +54,12 @@ export function renderGoMod(mod: GoModule, upstream: UpstreamGoMod): string {
   ];
   for (const d of upstream.godebug) lines.push('', `godebug ${d}`);
   lines.push('', `require ${mod.upstream} ${mod.version}`);
+  if (mod.copyRequires) {
+    const reqs = [...upstream.require]
+      .filter(([m]) => m !== mod.upstream)
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    lines.push('', 'require (', ...reqs.map(([m, v]) => `\t${m} ${v} // indirect`), ')');
+  }
   // k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging/src/...;
   // replaces only apply in the main module, so we map each to the tag published from this release.
   // Upstream also replaces a few staging dirs it does not require (sample-cli-plugin, sample-controller):
@@ -86,17 +92,27 @@ async function checkPins(dir: string, upstream: UpstreamGoMod, log: Log): Promis
   if (drift.length > 0) throw new Error(`dependency versions drift from upstream:\n${drift.join('\n')}`);
 }
 
-export async function regenerateGoMods(log: Log): Promise<void> {
+/** Regenerates every module's go.mod/go.sum, or only those whose dir is in `only`. */
+export async function regenerateGoMods(log: Log, only: string[] = []): Promise<void> {
   requireTool('go', ['version'], GO_HINT);
-  for (const mod of GO_MODULES) {
+  const unknown = only.filter((d) => !GO_MODULES.some((m) => m.dir === d));
+  if (unknown.length > 0) throw new Error(`gomod: no module ${unknown.join(', ')} (versions.ts GO_MODULES)`);
+  for (const mod of GO_MODULES.filter((m) => only.length === 0 || only.includes(m.dir))) {
     const dir = join(cacheRoot(), 'gomod-regen', mod.dir);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     log(`regenerating go.mod for ${mod.upstream}@${mod.version}`);
     const upstream = await upstreamGoMod(mod, dir, log);
     await writeFile(join(dir, 'go.mod'), renderGoMod(mod, upstream));
+    for (const f of mod.sources ?? []) await copyFile(join(repoGoDir(), mod.dir, f), join(dir, f));
     await writeToolsFile(dir, mod);
-    await runGo(['mod', 'tidy'], dir, log);
+    if (mod.copyRequires) {
+      // go.sum for the whole build list, plus whatever building the binaries' packages needs.
+      await runGo(['mod', 'download'], dir, log);
+      await runGo(['list', '-mod=mod', '-deps', ...mod.binaries.map((b) => b.pkg)], dir, log);
+    } else {
+      await runGo(['mod', 'tidy'], dir, log);
+    }
     await checkPins(dir, upstream, log);
     const target = join(repoGoDir(), mod.dir);
     await mkdir(target, { recursive: true });
