@@ -39,6 +39,10 @@ export interface StartOptions {
   controllerManager?: boolean;
   /** More kube-apiserver flags, appended to ours (e.g. the benchmark's audit log). */
   apiserverArgs?: string[];
+  /** kube-controller-manager's --controllers (default CONTROLLERS; node mode runs `*`). */
+  controllers?: string[];
+  /** More kube-controller-manager flags, appended to ours. */
+  controllerManagerArgs?: string[];
 }
 
 /** kube-controller-manager controllers that need no kubelet, node or cloud provider. */
@@ -104,7 +108,11 @@ async function startOnce(binaries: Binaries, opts: StartOptions): Promise<Contro
     );
     if (kcm) {
       const healthz = ok(`https://127.0.0.1:${port.controllerManager}/healthz`, false);
-      await launch(cp, 'kube-controller-manager', kcm, kcmArgs(cp, port.controllerManager), healthz);
+      const args = [
+        ...kcmArgs(cp, port.controllerManager, opts.controllers ?? CONTROLLERS),
+        ...(opts.controllerManagerArgs ?? []),
+      ];
+      await launch(cp, 'kube-controller-manager', kcm, args, healthz);
     }
     opts.log(`control plane ready in ${((Date.now() - started) / 1000).toFixed(1)}s (${cp.dir})`);
     return cp;
@@ -177,7 +185,7 @@ function apiserverArgs(cp: ControlPlane, port: number, withKcm: boolean): string
   ];
 }
 
-function kcmArgs(cp: ControlPlane, port: number): string[] {
+function kcmArgs(cp: ControlPlane, port: number, controllers: string[]): string[] {
   return [
     `--kubeconfig=${cp.kubeconfig}`,
     `--authentication-kubeconfig=${cp.kubeconfig}`,
@@ -189,9 +197,12 @@ function kcmArgs(cp: ControlPlane, port: number): string[] {
     '--bind-address=127.0.0.1',
     `--secure-port=${port}`,
     `--cert-dir=${join(cp.dir, 'kube-controller-manager')}`,
-    `--controllers=${CONTROLLERS.join(',')}`,
+    `--controllers=${controllers.join(',')}`,
     `--service-account-private-key-file=${cp.pki.saKey}`,
     `--root-ca-file=${cp.pki.caCert}`,
+    // For the csrsigning controller when the full set runs (node mode); unused otherwise.
+    `--cluster-signing-cert-file=${cp.pki.caCert}`,
+    `--cluster-signing-key-file=${cp.pki.caKey}`,
     '--leader-elect=false',
   ];
 }
