@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: pure unit tests, relay tests against real SMTP peers on loopback,
-// and Kubernetes tests against a real etcd + kube-apiserver (test/control-plane).
+// Four projects: pure unit tests, relay tests against real SMTP peers on loopback, Kubernetes tests
+// against a real etcd + kube-apiserver (test/control-plane), and end-to-end tests on a real
+// single-node cluster with the product's image running as pods (`up --node`, root only).
 export default defineConfig({
   test: {
     projects: [
@@ -21,6 +22,17 @@ export default defineConfig({
           globalSetup: ['test/control-plane/global-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: 'node',
+          include: ['test/node/**/*.test.ts'],
+          globalSetup: ['test/node/global-setup.ts'],
+          testTimeout: 600_000,
+          // A cold machine builds the images in the global setup.
+          hookTimeout: 900_000,
           fileParallelism: false,
         },
       },
