@@ -270,7 +270,10 @@ export class Agent implements DeliveryAgent {
     // A person asked for this one now: if an open breaker held it back (upstream unreachable),
     // the breaker lets this attempt dial instead of deferring it again without trying.
     for (const up of this.upstreams()) {
-      if (up.suspended.delete(id) || up.breaker.state() === 'open') up.breaker.reset();
+      const waited = up.suspended.delete(id);
+      if (waited || up.breaker.state() === 'open') up.breaker.reset();
+      // Likewise a held route: this message probes now rather than at the end of the hold.
+      if (waited && up.route.heldUntil) up.route.reset();
     }
     // A parked message runs as soon as its route has a free connection.
     return this.scheduler.makeDue(id) || this.upstreams().some((up) => up.parked.includes(id));
