@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mountPowercut } from '../helpers/powercut.ts';
 import { relaysPerTest } from '../helpers/relay.ts';
 import { type SmtpSink, startSmtpSink } from '../helpers/smtp-sink.ts';
 
@@ -112,5 +113,22 @@ describe('queue CLI on a live relay', () => {
       /deleted \(running relay/,
     );
     expect(relay.spool.entries()).toHaveLength(2);
+  }, 120_000);
+
+  it('a spool on a FUSE volume without sockets (listen ENOSYS): the relay starts and the CLI reaches it', async () => {
+    const fuse = await mountPowercut(); // no mknod: binding a unix socket there fails with ENOSYS
+    try {
+      const relay = await relayWith({
+        spool: { dir: join(fuse.mount, 'spool') },
+        upstream: { url: 'smtp://127.0.0.1:1' },
+      });
+      await send(relay.port, 2);
+      const r = await queue(['list', '--spool', relay.spool.dir]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/-- \d+ Kbytes in 2 Requests\./);
+      await relay.stop();
+    } finally {
+      fuse.dispose();
+    }
   }, 120_000);
 });

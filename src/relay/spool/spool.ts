@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { type Logger, silentLogger } from '../../lib/logger.ts';
 import { mapLimit, syncOrPoison, unlinkQuiet, writeAll, writeNewFile } from './disk.ts';
@@ -162,7 +162,15 @@ export async function openSpool(opts: OpenSpoolOptions): Promise<RelaySpool> {
   const logger = opts.logger ?? silentLogger;
   const fsync = opts.fsync ?? true;
   const dir = opts.dir;
-  await fsp.mkdir(dir, { recursive: true });
+  const made = await fsp.mkdir(dir, { recursive: true });
+  // A directory just created exists after a power cut only once its parent is fsynced (found by
+  // the power-loss test: without this, a first start's mail vanished with its spool directory).
+  if (made && fsync) {
+    for (let d = resolve(dir); ; d = dirname(d)) {
+      await syncDir(dirname(d));
+      if (d === resolve(made)) break;
+    }
+  }
   if ((await checkFormat(dir)) === 'missing') await createFormatFile(dir, fsync);
 
   const lock = await acquireLock(dir, {
