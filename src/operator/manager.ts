@@ -8,7 +8,7 @@ import type { EmailRelay } from './api/emailrelay.ts';
 import type { KubeObject } from './api/meta.ts';
 import { makePolicyReconciler } from './emailpolicy/reconciler.ts';
 import { ATTRIBUTION_KEY, makeAttributionReconciler } from './emailrelay/attribution.ts';
-import { ATTRIBUTION_BINDING, MANAGED_SELECTOR } from './emailrelay/names.ts';
+import { ATTRIBUTION_BINDING, CLAIM_SELECTOR, MANAGED_SELECTOR } from './emailrelay/names.ts';
 import { CHILD_KINDS, makeRelayReconciler, ownerKey } from './emailrelay/reconciler.ts';
 import { Controller } from './runtime/controller.ts';
 import { KubeEventRecorder } from './runtime/events.ts';
@@ -40,6 +40,10 @@ export interface ManagerOptions {
   resyncMs?: number;
   clusterDomain?: string;
   workers?: number;
+  /** The operator's own namespace (admitted to the relays' /summary port); default: the lease's. */
+  operatorNamespace?: string;
+  /** See RelayReconcilerDeps.summaryIntervalMs. */
+  summaryIntervalMs?: number;
 }
 
 export class Manager {
@@ -51,6 +55,10 @@ export class Manager {
   readonly children = new Map<string, Informer>();
   /** The one attribution ClusterRoleBinding, watched by name; none in namespaced mode. */
   readonly binding: Informer | undefined;
+  /** Relay and drain-Job pods, queue volumes and drain Jobs (queues.ts). */
+  readonly pods: Informer;
+  readonly claims: Informer;
+  readonly jobs: Informer;
   readonly relayController: Controller;
   readonly attributionController: Controller | undefined;
   readonly policyController: Controller;
@@ -84,7 +92,22 @@ export class Manager {
           fieldSelector: `metadata.name=${ATTRIBUTION_BINDING}`,
         })
       : undefined;
+    this.pods = new Informer(this.client, resourceType('Pod'), {
+      ...scoped,
+      labelSelector: MANAGED_SELECTOR,
+    });
+    this.jobs = new Informer(this.client, resourceType('Job'), {
+      ...scoped,
+      labelSelector: MANAGED_SELECTOR,
+    });
+    // volumeClaimTemplates' labels: the selector labels (the StatefulSet controller sets no others).
+    this.claims = new Informer(this.client, resourceType('PersistentVolumeClaim'), {
+      ...scoped,
+      labelSelector: CLAIM_SELECTOR,
+    });
     this.recorder = new KubeEventRecorder(this.client, 'email-relay-operator', logger);
+    const operatorNamespace =
+      opts.operatorNamespace ?? (opts.leaderElection ? opts.leaderElection.namespace : undefined);
 
     this.relayController = new Controller(
       'emailrelay',
@@ -95,11 +118,16 @@ export class Manager {
           policies: this.policies,
           namespaces: this.namespaces,
           children: this.children,
+          pods: this.pods,
+          claims: this.claims,
+          jobs: this.jobs,
         },
         recorder: this.recorder,
         defaultImage: opts.defaultImage,
         logger,
         ...(opts.clusterDomain ? { clusterDomain: opts.clusterDomain } : {}),
+        ...(operatorNamespace ? { operatorNamespace } : {}),
+        ...(opts.summaryIntervalMs ? { summaryIntervalMs: opts.summaryIntervalMs } : {}),
       }),
       { logger, metrics: this.metrics, workers: opts.workers ?? 4 },
     );
@@ -176,6 +204,17 @@ export class Manager {
 
     // The binding edited by hand (or re-applied by the install) gets its subjects back.
     this.binding?.addHandlers(each(() => this.attributionController?.enqueue(ATTRIBUTION_KEY)));
+
+    // Pods, queue volumes and drain Jobs tell their relay (by instance label) something changed.
+    for (const inf of [this.pods, this.claims, this.jobs]) {
+      inf.addHandlers(
+        each((o) => {
+          const name = o.metadata.labels?.['app.kubernetes.io/instance'];
+          if (name && o.metadata.namespace)
+            this.relayController.enqueue(objectKey(o.metadata.namespace, name));
+        }),
+      );
+    }
   }
 
   private enqueueAllRelays(): void {
@@ -189,6 +228,9 @@ export class Manager {
       this.policies as Informer,
       this.namespaces,
       ...(this.binding ? [this.binding] : []),
+      this.pods,
+      this.claims,
+      this.jobs,
       ...this.children.values(),
     ];
   }

@@ -137,6 +137,18 @@ export const KINDS: KindDefinition[] = [
         description: 'Wanted relay pods',
         priority: 1,
       },
+      {
+        name: 'Queued',
+        type: 'integer',
+        jsonPath: '.status.queue.queued',
+        description: 'Messages queued on the relay pods',
+      },
+      {
+        name: 'Oldest',
+        type: 'date',
+        jsonPath: '.status.queue.oldestQueuedAt',
+        description: 'Age of the oldest queued message',
+      },
       { name: 'Endpoint', type: 'string', jsonPath: '.status.endpoint', description: 'Where apps send mail' },
       {
         name: 'Upstream',

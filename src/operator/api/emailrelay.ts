@@ -223,6 +223,16 @@ export const queueSchema = withCel(
         .default(5 * 24 * 3600)
         .describe('Bounce mail still undelivered after this long (Postfix: 5 days)'),
       persistence: persistenceSchema.prefault({}),
+      drainTimeoutSeconds: z
+        .number()
+        .int()
+        .min(10)
+        .max(86_400)
+        .default(600)
+        .describe(
+          'A pod removed by a scale-down hands its queue to the other pods (or delivers it) for up to this ' +
+            'long before it stops; what is left stays on its volume and a drain Job takes it',
+        ),
     })
     .describe('Retry schedule, lifetime and storage of the queue'),
   [
@@ -372,6 +382,38 @@ export const emailRelayStatusSchema = z
     policies: z.array(z.string()).max(1000).optional().describe('EmailPolicies compiled into the config'),
     configHash: z.string().optional().describe('Hash of the rendered configuration (on the pod template)'),
     workload: z.string().optional().describe('Deployment/<name> or StatefulSet/<name>'),
+    queue: z
+      .object({
+        queued: z.number().int().min(0).describe('Messages queued on all relay pods'),
+        deferred: z.number().int().min(0).describe('Of which waiting for a retry'),
+        oldestQueuedAt: z.string().optional().describe('Arrival time of the oldest queued message'),
+        deliveredLastHour: z.number().int().min(0),
+        bouncedLastHour: z.number().int().min(0),
+        lastRefusal: z
+          .object({
+            reply: z.string().describe("The upstream's reply as given, e.g. 550 5.7.0 Mail relay denied ..."),
+            at: z.string(),
+            upstream: z.string(),
+            pod: z.string(),
+          })
+          .optional()
+          .describe('The latest refusal of the relay itself by an upstream, on any pod'),
+        pods: z.number().int().min(0).describe('Pods whose summary these totals add up'),
+      })
+      .optional()
+      .describe("Totals of the pods' queues, read from each pod's /summary"),
+    strandedQueues: z
+      .array(
+        z.object({
+          claim: z.string().describe('PersistentVolumeClaim of an ordinal at or above spec.replicas'),
+          ordinal: z.number().int().min(0),
+          job: z.string().describe('The drain Job emptying it'),
+          queued: z.number().int().min(0).optional().describe("Messages left, from the Job's /summary"),
+        }),
+      )
+      .max(1000)
+      .optional()
+      .describe('Queue volumes no relay pod serves that may still hold mail, until a drain Job empties them'),
   })
   .describe('Observed state of the relay');
 export type EmailRelayStatus = z.output<typeof emailRelayStatusSchema>;

@@ -3,7 +3,23 @@ import { parseConfig } from '../../config/load.ts';
 import type { RelayConfig, RelayConfigInput } from '../../config/schema.ts';
 import type { EmailRelaySpec } from '../api/emailrelay.ts';
 import type { ValidPolicy } from '../emailpolicy/select.ts';
-import { RELAY_CONFIG_KEY, ROUTE_SECRET_DIR, SPOOL_MOUNT, TLS_DIR, UPSTREAM_SECRET_DIR } from './names.ts';
+import {
+  childNames,
+  PEERS_PORT,
+  RELAY_CONFIG_KEY,
+  ROUTE_SECRET_DIR,
+  SPOOL_MOUNT,
+  serviceHost,
+  TLS_DIR,
+  UPSTREAM_SECRET_DIR,
+} from './names.ts';
+
+/** Where the relay runs: its peers are the other pods behind its headless Service. */
+export interface RelayPlace {
+  name: string;
+  namespace: string;
+  clusterDomain?: string;
+}
 
 type TlsMode = EmailRelaySpec['upstream']['tls'];
 
@@ -22,7 +38,11 @@ export function upstreamUrl(u: { host: string; port: number; tls: TlsMode }): st
  * The relay configuration for the pods of a relay. Validated with the relay's own schema, so
  * the operator can never ship a config the relay would refuse (throws ConfigError naming fields).
  */
-export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly ValidPolicy[] = []): RelayConfig {
+export function renderRelayConfig(
+  spec: EmailRelaySpec,
+  policies: readonly ValidPolicy[] = [],
+  place?: RelayPlace,
+): RelayConfig {
   const creds = spec.upstream.credentialsSecretRef;
   const input: RelayConfigInput = {
     hostname: spec.hostname,
@@ -96,12 +116,32 @@ export function renderRelayConfig(spec: EmailRelaySpec, policies: readonly Valid
       maxLifetimeSeconds: spec.queue.lifetimeSeconds,
     },
     policies: policies.map(compilePolicy),
+    ...(place ? { peers: renderPeers(spec, place) } : {}),
     shutdownGraceSeconds: spec.shutdownGraceSeconds,
     logLevel: spec.logLevel,
     // Only when set: existing relays keep their config hash (no rollout for an unused option).
     ...(spec.logAddresses !== 'plain' ? { logAddresses: spec.logAddresses } : {}),
   };
   return parseConfig(input, 'rendered relay configuration');
+}
+
+/**
+ * The pods of one relay as peers. Hand-off is trusted by network identity: a pod of the relay's
+ * own namespace (attribution), or, with attribution off, the pod networks narrowed to the
+ * relay's pods by the peers NetworkPolicy. A StatefulSet pod hands off on SIGTERM only when the
+ * operator marked it for a scale-down (its volume comes back otherwise); a Deployment's queue is
+ * an emptyDir that dies with the pod, so it always hands off.
+ */
+function renderPeers(spec: EmailRelaySpec, place: RelayPlace): NonNullable<RelayConfigInput['peers']> {
+  const headless = serviceHost(childNames(place.name).headless, place.namespace, place.clusterDomain);
+  const persistent = spec.queue.persistence.enabled;
+  return {
+    listen: `0.0.0.0:${PEERS_PORT}`,
+    address: `${headless}:${PEERS_PORT}`,
+    trust: spec.access.attribution ? { namespaces: [place.namespace] } : { networks: spec.access.podCIDRs },
+    drainOnShutdown: !persistent ? 'always' : spec.access.attribution ? 'whenMarked' : 'never',
+    drainTimeoutSeconds: spec.queue.drainTimeoutSeconds,
+  };
 }
 
 /**
@@ -126,9 +166,10 @@ const yaml = (doc: unknown) => stringify(doc, { lineWidth: 0 });
 export function renderConfigData(
   spec: EmailRelaySpec,
   policies: readonly ValidPolicy[],
+  place?: RelayPlace,
 ): Record<string, string> {
   const header = '# Rendered by email-relay-operator from the EmailRelay; edits are overwritten.\n';
   return {
-    [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec, policies)),
+    [RELAY_CONFIG_KEY]: header + yaml(renderRelayConfig(spec, policies, place)),
   };
 }

@@ -37,6 +37,22 @@ export const RELAY_NAMESPACE_LABEL = `${GROUP}/relay-namespace`;
 export const RELAY_NAME_LABEL = `${GROUP}/relay-name`;
 export const LEGACY_BINDING_PREFIX = 'email-relay:';
 
+/** The relays' peer listener: queue hand-off (TCP) and shared rate-limit reports (UDP). */
+export const PEERS_PORT = 2526;
+/** The operator's pods (deploy/base): admitted to the relays' HTTP port to read /summary. */
+export const OPERATOR_POD_LABELS = { 'app.kubernetes.io/name': 'email-relay-operator' };
+
+/** StatefulSet names: pod <workload>-<n> mounts claim spool-<workload>-<n>. */
+export const podName = (relay: string, ordinal: number) => `${relay}-${ordinal}`;
+export const claimName = (relay: string, ordinal: number) => `spool-${relay}-${ordinal}`;
+export const drainJobName = (relay: string, ordinal: number) => `${relay}-drain-${ordinal}`;
+/** The ordinal of `<base>-<n>` (a pod of base <relay>, a claim of base spool-<relay>). */
+export function ordinalOf(base: string, name: string): number | undefined {
+  if (!name.startsWith(`${base}-`)) return undefined;
+  const rest = name.slice(base.length + 1);
+  return /^\d{1,5}$/.test(rest) ? Number(rest) : undefined;
+}
+
 export const childNames = (relay: string) => ({
   service: relay,
   headless: `${relay}-headless`,
@@ -46,7 +62,13 @@ export const childNames = (relay: string) => ({
   pdb: relay,
   smtpPolicy: `${relay}-smtp`,
   metricsPolicy: `${relay}-metrics`,
+  peersPolicy: `${relay}-peers`,
 });
+
+/** Every pod of a relay, its drain Jobs' too: who may use the peer port. */
+export function relayPodLabels(relay: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': 'email-relay', 'app.kubernetes.io/instance': relay };
+}
 
 /** Pod selector: stable for the life of the relay (a Deployment's selector is immutable). */
 export function selectorLabels(relay: string): Record<string, string> {
@@ -67,6 +89,8 @@ export function commonLabels(relay: string): Record<string, string> {
 }
 
 export const MANAGED_SELECTOR = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+/** The relays' queue volumes (labelled by the StatefulSet's volumeClaimTemplates). */
+export const CLAIM_SELECTOR = 'app.kubernetes.io/name=email-relay,app.kubernetes.io/component=relay';
 
 export function serviceHost(name: string, namespace: string, clusterDomain = 'cluster.local'): string {
   return `${name}.${namespace}.svc.${clusterDomain}`;

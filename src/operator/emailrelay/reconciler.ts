@@ -1,4 +1,5 @@
 import { ConfigError, formatIssues } from '../../config/load.ts';
+import { DRAIN_ANNOTATION } from '../../config/peers.ts';
 import { ApiError, isNotFound, type KubeClient } from '../../lib/kube/client.ts';
 import type { Informer } from '../../lib/kube/informer.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -14,7 +15,15 @@ import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { matchesSelector, selectorString } from '../runtime/selector.ts';
 import { canonicalJson, contentHash } from './hash.ts';
 import { APPLIED_HASH_ANNOTATION, childNames, FIELD_MANAGER, selectorLabels, serviceHost } from './names.ts';
-import { renderRelay } from './render.ts';
+import {
+  drainMarks,
+  drainReport,
+  gatherSummaries,
+  planStranded,
+  queueTotals,
+  upstreamCondition,
+} from './queues.ts';
+import { renderDrainJob, renderRelay } from './render.ts';
 import { computeRelayStatus, type StatusInput } from './status.ts';
 
 /** The kinds that run pods (and their disruption budget): applied after everything they use. */
@@ -36,6 +45,12 @@ export interface RelayCaches {
   policies: Informer<EmailPolicy>;
   namespaces: Informer;
   children: ReadonlyMap<string, Informer>;
+  /** Relay and drain Job pods (managed-by label): addresses for /summary, drain marks, reports. */
+  pods?: Informer;
+  /** Queue volumes (the StatefulSet's claims carry the relay's selector labels). */
+  claims?: Informer;
+  /** Drain Jobs of stranded queue volumes. */
+  jobs?: Informer;
 }
 
 export interface RelayReconcilerDeps {
@@ -45,6 +60,10 @@ export interface RelayReconcilerDeps {
   defaultImage: string;
   logger: Logger;
   clusterDomain?: string;
+  /** Namespace of the operator's pods (admitted to the relays' /summary port). */
+  operatorNamespace?: string;
+  /** How often the pods' summaries are read again without an event. Default 15 s. */
+  summaryIntervalMs?: number;
 }
 
 const isOwnedBy = (obj: KubeObject, uid: string) =>
@@ -79,6 +98,23 @@ export function upToDate(desired: KubeObject, actual: KubeObject | undefined): b
   return isSubset(dRest, aRest) && isSubset({ labels: dm.labels, ownerReferences: dm.ownerReferences }, am);
 }
 
+/**
+ * A merge patch keeps every field it leaves out: fields the new status no longer has (the
+ * oldest message's time once the queue is empty, say) are sent as null, which deletes them.
+ */
+export function withRemovals(current: object, next: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...next };
+  const cur = current as Record<string, unknown>;
+  for (const [k, v] of Object.entries(cur)) {
+    const n = (next as Record<string, unknown>)[k];
+    if (n === undefined) out[k] = null;
+    else if (isPlainObject(v) && isPlainObject(n)) out[k] = withRemovals(v, n);
+  }
+  return out;
+}
+
+const isPlainObject = (v: unknown): v is object => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 export function makeRelayReconciler(deps: RelayReconcilerDeps) {
   const { client, caches, recorder, logger } = deps;
   const statusPath = (r: EmailRelay) =>
@@ -108,7 +144,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     if (canonicalJson(current ?? {}) === canonicalJson(status)) return;
     const before = new Map((current?.conditions ?? []).map((c) => [c.type, c.status]));
     const updated = await client.request<EmailRelay>('PATCH', statusPath(relay), {
-      body: { status },
+      body: { status: withRemovals(current ?? {}, status) },
       contentType: 'application/merge-patch+json',
     });
     if (updated?.metadata?.resourceVersion) {
@@ -127,6 +163,14 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         `${ready.reason}: ${ready.message}`,
       );
     }
+    // Upstream health: an Event when it changes (not for Unknown, e.g. while pods start).
+    const up = status.conditions?.find((c) => c.type === 'UpstreamHealthy');
+    const upBefore = current?.conditions?.find((c) => c.type === 'UpstreamHealthy');
+    if (up && up.status !== 'Unknown' && (upBefore?.status !== up.status || upBefore.reason !== up.reason)) {
+      if (up.status === 'False' || upBefore) {
+        recorder.event(relay, up.status === 'True' ? 'Normal' : 'Warning', up.reason, up.message);
+      }
+    }
   }
 
   return async function reconcile(key: string): Promise<Result | undefined> {
@@ -140,6 +184,12 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     }
     const uid = relay.metadata.uid ?? '';
     const generation = relay.metadata.generation ?? 0;
+    const relayPods = (caches.pods?.list(namespace) ?? []).filter(
+      (p) => p.metadata.labels?.['app.kubernetes.io/instance'] === name,
+    );
+    const servingPods = relayPods.filter(
+      (p) => p.metadata.labels?.['app.kubernetes.io/component'] === 'relay',
+    );
     const base: Omit<StatusInput, 'desiredReplicas'> = {
       generation,
       previous: currentStatus(relay),
@@ -185,6 +235,8 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         spec,
         defaultImage: deps.defaultImage,
         policies,
+        ...(deps.clusterDomain ? { clusterDomain: deps.clusterDomain } : {}),
+        ...(deps.operatorNamespace ? { operatorNamespace: deps.operatorNamespace } : {}),
       });
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
@@ -202,6 +254,24 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     let retryable: unknown;
     // One event per verb and reconcile ("Created ServiceAccount a, ConfigMap a, ..."), not one per child.
     const changed = { Created: [] as string[], Updated: [] as string[], Deleted: [] as string[] };
+    // 4a. A scale-down: mark the pods it removes before the StatefulSet shrinks, so each hands
+    // its queue to the pods that stay when it gets SIGTERM (relay/peers/leaving.ts).
+    if (rendered.workloadKind === 'StatefulSet') {
+      const { mark, unmark } = drainMarks(name, spec.replicas, servingPods, DRAIN_ANNOTATION);
+      for (const pod of [...mark, ...unmark]) {
+        try {
+          await client.request('PATCH', resourcePath(resourceType('Pod'), namespace, pod), {
+            body: { metadata: { annotations: { [DRAIN_ANNOTATION]: mark.includes(pod) ? 'true' : null } } },
+            contentType: 'application/merge-patch+json',
+          });
+          logger.info({ relay: key, pod, drain: mark.includes(pod) }, 'drain mark');
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+      }
+      if (mark.length)
+        recorder.event(relay, 'Normal', 'ScalingDown', `handing off the queues of ${mark.join(', ')}`);
+    }
     // Two rounds, each applied concurrently: identity, config and network first, then the
     // workload and its PDB (pods need their ServiceAccount and ConfigMap to start).
     const rounds = [
@@ -272,6 +342,73 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
         );
     }
 
+    // 4c. Queue volumes no pod serves: a drain Job each, until it has emptied the volume.
+    const previous = currentStatus(relay);
+    const jobs = (caches.jobs?.list(namespace) ?? []).filter(
+      (j) => j.metadata.labels?.['app.kubernetes.io/instance'] === name,
+    );
+    const claims = (caches.claims?.list(namespace) ?? []).filter(
+      (c) => c.metadata.labels?.['app.kubernetes.io/instance'] === name,
+    );
+    const plan = planStranded(
+      name,
+      rendered.workloadKind === 'StatefulSet' ? spec.replicas : 0,
+      servingPods,
+      claims,
+      jobs,
+    );
+    if (!retryable && caches.claims) {
+      for (const n of plan.create) {
+        const job = renderDrainJob(
+          { name, namespace, uid },
+          spec,
+          spec.image ?? deps.defaultImage,
+          rendered.configHash,
+          n,
+        );
+        await serverSideApply(client, job, FIELD_MANAGER);
+        logger.info({ relay: key, job: job.metadata.name }, 'created drain Job');
+      }
+      for (const j of plan.remove) {
+        const job = jobs.find((x) => x.metadata.name === j);
+        if (job)
+          await deleteObject(client, job).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      }
+    }
+    const wasStranded = new Set((previous?.strandedQueues ?? []).map((q) => q.claim));
+    for (const q of plan.stranded) {
+      if (!wasStranded.has(q.claim))
+        recorder.event(
+          relay,
+          'Warning',
+          'QueueStranded',
+          `${q.claim}: no pod serves it; drain Job ${q.job} empties it`,
+        );
+    }
+    for (const q of plan.drained) {
+      if (!wasStranded.has(q.claim)) continue;
+      const r = drainReport(relayPods, q.job);
+      recorder.event(
+        relay,
+        'Normal',
+        'QueueDrained',
+        `${q.claim} is empty: ${r ? `${r.handedOff} messages handed to the relay pods, ${r.delivered} delivered` : `Job ${q.job} succeeded`}`,
+      );
+    }
+
+    // 4d. The pods' own account of their queues (GET /summary on the HTTP port).
+    const summaries = await gatherSummaries(relayPods, spec.metrics.port);
+    const serving = new Map(
+      [...summaries].filter(([pod]) => servingPods.some((p) => p.metadata.name === pod)),
+    );
+    const strandedQueues = plan.stranded.map((q) => {
+      const jobPod = relayPods.find(
+        (p) => p.metadata.labels?.['job-name'] === q.job && summaries.has(p.metadata.name),
+      );
+      const s = jobPod ? summaries.get(jobPod.metadata.name) : undefined;
+      return { ...q, ...(s ? { queued: s.queue.messages } : {}) };
+    });
+
     // 5. Status.
     const names = childNames(name);
     const domain = deps.clusterDomain ?? 'cluster.local';
@@ -287,6 +424,10 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       policies: policies.map((p) => p.name),
       configHash: rendered.configHash,
       selector: selectorString(selectorLabels(name)),
+      ...(caches.pods
+        ? { queue: queueTotals(serving), upstream: upstreamCondition(serving, generation) }
+        : {}),
+      ...(caches.claims ? { strandedQueues } : {}),
     });
     const prevAdmitted = currentStatus(relay)?.admittedNamespaces ?? [];
     const added = admitted.filter((n) => !prevAdmitted.includes(n));
@@ -307,6 +448,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     await writeStatus(relay, status);
     if (retryable) throw retryable;
     retries.delete(key);
-    return undefined;
+    // Queues change without Kubernetes events: read the summaries again in a while.
+    return relayPods.length ? { requeueAfterMs: deps.summaryIntervalMs ?? 15_000 } : undefined;
   };
 }

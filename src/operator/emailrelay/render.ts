@@ -21,7 +21,7 @@ import type {
 } from '@kubernetes/client-node';
 import type { RelayConfig } from '../../config/schema.ts';
 import type { EmailRelaySpec } from '../api/emailrelay.ts';
-import { API_VERSION, type KubeObject, type LabelSelector, type OwnerReference } from '../api/meta.ts';
+import { API_VERSION, GROUP, type KubeObject, type LabelSelector, type OwnerReference } from '../api/meta.ts';
 import type { ValidPolicy } from '../emailpolicy/select.ts';
 import { renderConfigData, renderRelayConfig } from './config.ts';
 import { contentHash } from './hash.ts';
@@ -29,11 +29,16 @@ import {
   CONFIG_DIR,
   CONFIG_HASH_ANNOTATION,
   childNames,
+  claimName,
   commonLabels,
+  drainJobName,
+  OPERATOR_POD_LABELS,
+  PEERS_PORT,
   PRESTOP_SLEEP_SECONDS,
   RELAY_CONFIG_KEY,
   RELAY_UID,
   ROUTE_SECRET_DIR,
+  relayPodLabels,
   SPOOL_MOUNT,
   selectorLabels,
   TLS_DIR,
@@ -58,6 +63,9 @@ export interface RenderInput {
   /** Image when spec.image is unset: the operator's own. */
   defaultImage: string;
   policies: readonly ValidPolicy[];
+  clusterDomain?: string;
+  /** The operator's namespace: its pods may read the relays' /summary (NetworkPolicy). */
+  operatorNamespace?: string;
 }
 
 export interface Rendered {
@@ -94,8 +102,9 @@ export function relayArgs(): string[] {
 }
 
 export function terminationGraceSeconds(spec: EmailRelaySpec): number {
-  // preStop sleep, then SIGTERM and up to shutdownGraceSeconds of draining, plus headroom to exit.
-  return PRESTOP_SLEEP_SECONDS + spec.shutdownGraceSeconds + 5;
+  // preStop sleep, then SIGTERM and up to shutdownGraceSeconds of draining, then (a pod a
+  // scale-down removes) up to drainTimeoutSeconds of handing the queue to peers, plus headroom.
+  return PRESTOP_SLEEP_SECONDS + spec.shutdownGraceSeconds + spec.queue.drainTimeoutSeconds + 5;
 }
 
 /**
@@ -178,6 +187,13 @@ export function renderPodTemplate(
     ports: [
       { name: 'smtp', containerPort: spec.smtp.port, protocol: 'TCP' },
       { name: 'http', containerPort: spec.metrics.port, protocol: 'TCP' },
+      { name: 'peers', containerPort: PEERS_PORT, protocol: 'TCP' },
+      { name: 'peers-udp', containerPort: PEERS_PORT, protocol: 'UDP' },
+    ],
+    // Who am I: a pod a scale-down removes reads its own drain annotation (relay/peers/leaving.ts).
+    env: [
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
     ],
     // Probes are HTTP, never SMTP: no log noise, and readiness turns false while draining.
     startupProbe: { httpGet: httpGet('/healthz'), periodSeconds: 2, failureThreshold: 60 },
@@ -311,9 +327,14 @@ export function renderServices(relay: RelayRef, spec: EmailRelaySpec): KubeObjec
       spec: {
         clusterIP: 'None',
         selector: selectorLabels(relay.name),
-        ports: spec.metrics.enabled
-          ? [smtp, { name: 'http', port: spec.metrics.port, targetPort: 'http', protocol: 'TCP' }]
-          : [smtp],
+        // The peers resolve this name to find each other (ready pods only) for hand-offs.
+        ports: [
+          smtp,
+          ...(spec.metrics.enabled
+            ? [{ name: 'http', port: spec.metrics.port, targetPort: 'http', protocol: 'TCP' }]
+            : []),
+          { name: 'peers', port: PEERS_PORT, targetPort: 'peers', protocol: 'TCP' },
+        ],
       },
     } satisfies V1Service,
   ];
@@ -334,7 +355,11 @@ type NetworkPolicy = Omit<V1NetworkPolicy, 'spec'> & {
   };
 };
 
-export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): KubeObject[] {
+export function renderNetworkPolicies(
+  relay: RelayRef,
+  spec: EmailRelaySpec,
+  operatorNamespace?: string,
+): KubeObject[] {
   const names = childNames(relay.name);
   const podSelector = { matchLabels: selectorLabels(relay.name) };
   const smtpFrom: V1NetworkPolicyPeer[] = [{ namespaceSelector: selector(spec.access.namespaceSelector) }];
@@ -360,7 +385,16 @@ export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): Ku
       },
     } satisfies NetworkPolicy,
   ];
-  if (spec.metrics.enabled) {
+  // The HTTP port: scrapers (when metrics are on) and the operator, which reads /summary.
+  const httpFrom: V1NetworkPolicyPeer[] = [];
+  if (spec.metrics.enabled) httpFrom.push({ namespaceSelector: selector(spec.metrics.namespaceSelector) });
+  if (operatorNamespace) {
+    httpFrom.push({
+      namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': operatorNamespace } },
+      podSelector: { matchLabels: OPERATOR_POD_LABELS },
+    });
+  }
+  if (httpFrom.length) {
     out.push({
       apiVersion: 'networking.k8s.io/v1',
       kind: 'NetworkPolicy',
@@ -370,15 +404,32 @@ export function renderNetworkPolicies(relay: RelayRef, spec: EmailRelaySpec): Ku
         policyTypes: ['Ingress'],
         ingress: [
           {
-            from: [
-              { namespaceSelector: selector(spec.metrics.namespaceSelector) } satisfies V1NetworkPolicyPeer,
-            ],
+            from: httpFrom,
             ports: [{ protocol: 'TCP', port: spec.metrics.port } satisfies V1NetworkPolicyPort],
           },
         ],
       },
     } satisfies NetworkPolicy);
   }
+  // The peer port: only the relay's own pods (and its drain Jobs) hand mail to each other.
+  out.push({
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: meta(relay, names.peersPolicy),
+    spec: {
+      podSelector,
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          from: [{ podSelector: { matchLabels: relayPodLabels(relay.name) } }],
+          ports: [
+            { protocol: 'TCP', port: PEERS_PORT },
+            { protocol: 'UDP', port: PEERS_PORT },
+          ],
+        },
+      ],
+    },
+  });
   return out;
 }
 
@@ -401,8 +452,13 @@ export function renderPodDisruptionBudget(relay: RelayRef, spec: EmailRelaySpec)
 export function renderRelay(input: RenderInput): Rendered {
   const { relay, spec, policies } = input;
   const names = childNames(relay.name);
-  const config = renderRelayConfig(spec, policies);
-  const configData = renderConfigData(spec, policies);
+  const place = {
+    name: relay.name,
+    namespace: relay.namespace,
+    ...(input.clusterDomain ? { clusterDomain: input.clusterDomain } : {}),
+  };
+  const config = renderRelayConfig(spec, policies, place);
+  const configData = renderConfigData(spec, policies, place);
   const configHash = contentHash(configData);
   const image = spec.image ?? input.defaultImage;
   const workload = renderWorkload(relay, spec, image, configHash);
@@ -423,7 +479,7 @@ export function renderRelay(input: RenderInput): Rendered {
       data: configData,
     } satisfies V1ConfigMap,
     ...renderServices(relay, spec),
-    ...renderNetworkPolicies(relay, spec),
+    ...renderNetworkPolicies(relay, spec, input.operatorNamespace),
     workload,
     ...(pdb ? [pdb] : []),
   ];
@@ -433,5 +489,64 @@ export function renderRelay(input: RenderInput): Rendered {
     configHash,
     workloadKind: workload.kind as Rendered['workloadKind'],
     objects,
+  };
+}
+
+/** On a drain Job: the ordinal whose volume it empties. */
+export const ORDINAL_LABEL = `${GROUP}/ordinal`;
+
+/**
+ * A Job that empties a stranded queue volume (claim spool-<relay>-<ordinal>, no pod serves it):
+ * the relay's own image, config and credentials in drain-only mode, handing the mail to the
+ * ready pods through the headless Service (or delivering it), exiting 0 once empty. Its pod is
+ * no relay pod for the Services (component: drain), but a peer for the hand-off.
+ */
+export function renderDrainJob(
+  relay: RelayRef,
+  spec: EmailRelaySpec,
+  image: string,
+  configHash: string,
+  ordinal: number,
+): KubeObject {
+  const template = renderPodTemplate(relay, spec, image, configHash);
+  const labels = { ...commonLabels(relay.name), 'app.kubernetes.io/component': 'drain' };
+  // No probes (nothing routes to it) and no preStop: it exits by itself once the queue is empty.
+  const {
+    startupProbe: _s,
+    readinessProbe: _r,
+    livenessProbe: _l,
+    lifecycle: _p,
+    ...base
+  } = template.spec.containers[0]!;
+  const container = {
+    ...base,
+    args: [...relayArgs(), '--drain-only'],
+    ports: [{ name: 'http', containerPort: spec.metrics.port, protocol: 'TCP' }],
+  };
+  const { topologySpreadConstraints: _spread, ...podSpec } = template.spec;
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: {
+      ...meta(relay, drainJobName(relay.name, ordinal)),
+      labels: { ...labels, [ORDINAL_LABEL]: String(ordinal) },
+    },
+    spec: {
+      // Retried until empty: a Job that gave up would leave the mail where nobody reads it.
+      backoffLimit: 1000,
+      template: {
+        metadata: { labels, annotations: template.metadata?.annotations ?? {} },
+        spec: {
+          ...podSpec,
+          restartPolicy: 'OnFailure',
+          terminationGracePeriodSeconds: spec.shutdownGraceSeconds + 5,
+          containers: [container],
+          volumes: [
+            ...(template.spec.volumes ?? []).filter((v) => v.name !== 'spool'),
+            { name: 'spool', persistentVolumeClaim: { claimName: claimName(relay.name, ordinal) } },
+          ],
+        },
+      },
+    },
   };
 }

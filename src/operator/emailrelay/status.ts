@@ -28,6 +28,11 @@ export interface StatusInput {
   policies?: string[];
   configHash?: string;
   selector?: string;
+  /** Totals of the pods' /summary; undefined keeps the last known. */
+  queue?: EmailRelayStatus['queue'];
+  strandedQueues?: EmailRelayStatus['strandedQueues'];
+  /** Whether the smarthost takes mail (from the pods' summaries). */
+  upstream?: ConditionInput;
 }
 
 function rollout(workload: KubeObject | undefined, desired: number) {
@@ -121,7 +126,13 @@ export function computeRelayStatus(input: StatusInput): EmailRelayStatus {
           };
 
   const prev = input.previous ?? {};
-  const conditions = setConditions(prev.conditions, [readyCond, available, progressing, degraded], input.now);
+  const conditions = setConditions(
+    prev.conditions,
+    [readyCond, available, progressing, degraded, ...(input.upstream ? [input.upstream] : [])],
+    input.now,
+  );
+  const queue = input.queue ?? prev.queue;
+  const stranded = input.strandedQueues ?? prev.strandedQueues ?? [];
   // A fatal problem keeps what was last known to be true about endpoints and config.
   return {
     observedGeneration: g,
@@ -137,5 +148,8 @@ export function computeRelayStatus(input: StatusInput): EmailRelayStatus {
     workload: input.workload
       ? `${input.workload.kind}/${input.workload.metadata.name}`
       : (prev.workload ?? ''),
+    ...(queue ? { queue } : {}),
+    // Always present: a merge patch leaves out what it omits, so an emptied list must be sent.
+    strandedQueues: stranded,
   };
 }

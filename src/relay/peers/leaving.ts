@@ -27,11 +27,13 @@ export async function leavingForGood(
   }
   try {
     const client = new KubeClient(loadKubeConnection(opts.kubeconfig));
-    const pod = await client.request<{ metadata?: { annotations?: Record<string, string> } }>(
+    // A list with a field selector, not a get: the relay's role lists and watches pods only.
+    const list = await client.request<{ items?: { metadata?: { annotations?: Record<string, string> } }[] }>(
       'GET',
-      `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`,
-      { signal: AbortSignal.timeout(10_000) },
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`,
+      { query: { fieldSelector: `metadata.name=${name}` }, signal: AbortSignal.timeout(10_000) },
     );
+    const pod = list?.items?.[0];
     return pod?.metadata?.annotations?.[DRAIN_ANNOTATION] === 'true';
   } catch (err) {
     // The queue stays on the volume; the operator drains a stranded volume with a Job.

@@ -94,7 +94,18 @@ describe('EmailRelay operator against a real kube-apiserver', () => {
       'Available',
       'Progressing',
       'Degraded',
+      'UpstreamHealthy',
     ]);
+    // No pod answers on /summary: nobody knows whether the smarthost takes mail.
+    expect(status.conditions[4]).toMatchObject({ status: 'Unknown', reason: 'NoSummary' });
+    expect(status.queue).toEqual({
+      queued: 0,
+      deferred: 0,
+      deliveredLastHour: 0,
+      bouncedLastHour: 0,
+      pods: 0,
+    });
+    expect(status.strandedQueues).toEqual([]);
     // No kubelet: pods never become ready, and the status says so.
     expect(status.conditions[0]).toMatchObject({ status: 'False', reason: 'PodsNotReady' });
 
@@ -116,7 +127,7 @@ describe('EmailRelay operator against a real kube-apiserver', () => {
     // No RBAC object per relay (the one attribution binding lists its ServiceAccount instead).
     expect(describe).not.toMatch(/ClusterRoleBinding/);
     const table = await kubectl(kubectlBin, kubeconfig, 'get', 'er', '-n', NS);
-    expect(table.split('\n')[0]).toMatch(/NAME\s+READY\s+REPLICAS\s+ENDPOINT\s+AGE/);
+    expect(table.split('\n')[0]).toMatch(/NAME\s+READY\s+REPLICAS\s+QUEUED\s+OLDEST\s+ENDPOINT\s+AGE/);
     expect(table).toContain('postfix-relay.email-server-prod.svc.cluster.local:25');
   });
 
