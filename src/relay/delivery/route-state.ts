@@ -133,7 +133,9 @@ export class RouteGate {
     const wasProbe = this.probing;
     this.probing = false;
     if (result.refusal) this.hold({ ...result.refusal, at: this.now() }, wasProbe);
-    else if (result.accepted && this.stateName === 'held') this.release();
+    // Only the probe's answer ends a hold: an attempt admitted before the refusal may still be
+    // accepted (it passed MAIL before a peak limit hit), which says nothing about now.
+    else if (result.accepted && this.stateName === 'held' && wasProbe) this.release();
     else if (wasProbe) {
       // The probe neither got through nor was refused (a network failure): hold on, try later.
       this.until = this.now() + this.holdMs(this.lastRefusal!.reason, this.holds);

@@ -52,6 +52,16 @@ describe('route gate', () => {
     expect(g.window()).toBe(10);
   });
 
+  it('an attempt admitted before the hold that is accepted afterwards does not end the hold', () => {
+    const { g, events } = gate();
+    g.admit();
+    g.admit();
+    g.finished({ refusal: refusal('rate'), accepted: false });
+    g.finished({ accepted: true });
+    expect(events).toEqual(['hold 60']);
+    expect(g.state()).toBe('backoff');
+  });
+
   it('after a rate back-off resumes with one connection and grows back over resumeSeconds', () => {
     const { g, advance } = gate();
     g.admit();
