@@ -49,6 +49,10 @@ fi
 step "Test control plane and node (etcd, Kubernetes, CoreDNS, kube-router; built from Go modules once, then cached)"
 npm run --silent control-plane -- build
 
+step "powercut-fs for the power-loss test (FUSE in Go, built once, cached; needs /dev/fuse and root)"
+[ -e /dev/fuse ] || { echo "/dev/fuse is missing: the power-loss test needs FUSE (modprobe fuse)" >&2; exit 1; }
+node --import tsx -e "import('./test/helpers/powercut.ts').then((m) => m.powercutBinary())"
+
 step "Typecheck, lint, generated CRDs, docs/reference.md and deploy/monitoring up to date"
 npx tsc -p tsconfig.json --noEmit
 npx biome check .

@@ -163,7 +163,11 @@ export const configSchema = z
         greetDelaySeconds: seconds
           .default(0)
           .describe('Pause before the 220 greeting; clients that talk first are refused (pregreet test)'),
-        idleTimeoutSeconds: seconds.default(300).describe('Between commands'),
+        idleTimeoutSeconds: seconds
+          .default(300)
+          .describe(
+            'To complete a command, counted from the last one however slowly its bytes trickle in (then 421 4.4.2)',
+          ),
         dataTimeoutSeconds: seconds.default(600).describe('For a whole DATA phase'),
         addMissingFrom: z
           .boolean()
