@@ -48,6 +48,8 @@ export interface GoogleSinkMode {
   tarpitAfter: number;
   /** Refuse messages without From: (on, as Gmail does). */
   requireFrom: boolean;
+  /** Answer every EHLO with the 421 (EHLO) refusal, whatever the name. */
+  badEhlo?: boolean;
 }
 
 export interface GoogleSink {
@@ -196,7 +198,7 @@ export async function startGoogleSink(opts: GoogleSinkOptions = {}): Promise<Goo
         case 'EHLO':
         case 'HELO': {
           sink.ehloNames.push(arg);
-          if (!goodEhlo(arg)) return send(GOOGLE_TEXT.badEhlo(), true);
+          if (!goodEhlo(arg) || sink.mode.badEhlo) return send(GOOGLE_TEXT.badEhlo(), true);
           ehlo = true;
           reset();
           const ext = [

@@ -217,6 +217,7 @@ export class Agent implements DeliveryAgent {
       const detail = `EHLO ${config.hostname} accepted${info.secure ? ', TLS' : ''}${info.auth ? ', AUTH accepted' : ''}`;
       up.preflight = { ok: true, at, detail };
       metrics.upstreamPreflight.set({ route: up.name }, 1);
+      up.route.cleared();
       logger.info({ relay: up.name, ehlo: config.hostname, ...info }, `preflight: ${detail}`);
     } catch (err) {
       if (ctrl.signal.aborted && !(ctrl.signal.reason instanceof AttemptDeadline)) return; // stopping
@@ -478,6 +479,8 @@ export class Agent implements DeliveryAgent {
   private probe(up: Upstream): void {
     const first = up.suspended.values().next();
     if (!first.done) this.scheduler.makeDue(first.value);
+    // No mail waits (held by the preflight, say): a preflight session probes instead.
+    else if (!up.parked.length && this.deps.config.upstream.preflight) void this.preflight(up);
     this.unpark(up);
   }
 

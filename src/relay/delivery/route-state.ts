@@ -148,6 +148,14 @@ export class RouteGate {
     this.hold({ ...refusal, at: this.now() }, false);
   }
 
+  /** A session outside any message attempt (the preflight) got through: a hold with nothing in flight ends. */
+  cleared(): void {
+    if (this.stateName === 'held' && !this.probing && this.running === 0) {
+      this.release();
+      this.hooks.onCapacity?.();
+    }
+  }
+
   /** ETRN / `queue flush`: end any hold now (the next attempt probes). */
   reset(): void {
     if (this.stateName === 'held') this.until = 0;

@@ -292,4 +292,17 @@ describe('preflight', () => {
     expect(g.connections).toHaveLength(1);
     expect(h.spool.stats().messages).toBe(1);
   });
+
+  it('a route held by the preflight with no mail waiting probes with another preflight when the hold ends', async () => {
+    const g = await sink();
+    g.mode.badEhlo = true;
+    const h = await harness({
+      upstream: { url: g.url, ...GOOGLE, preflight: true, hold: { initialSeconds: 0.3, maxSeconds: 0.3 } },
+    });
+    await h.waitFor(() => h.agent.routeStates()[0]?.health.state === 'held', 15_000, 'held by the preflight');
+    g.mode.badEhlo = false; // fixed (a registered IP, a rotated Secret) without a restart
+    await h.waitFor(() => h.agent.routeStates()[0]?.health.state === 'ok', 15_000, 'released by a preflight');
+    expect(h.agent.routeStates()[0]!.health.preflight).toMatchObject({ ok: true });
+    expect(g.transactions).toHaveLength(0);
+  });
 });
