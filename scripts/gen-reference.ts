@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { configSchema } from '../src/config/schema.ts';
 import { KINDS, openApiSchema } from '../src/operator/api/crd.ts';
 import { API_VERSION } from '../src/operator/api/meta.ts';
+import { createOperatorMetrics } from '../src/operator/runtime/metrics.ts';
+import { createRelayMetrics } from '../src/relay/metrics.ts';
 
 type Schema = Record<string, unknown>;
 interface Row {
@@ -108,7 +110,38 @@ function section(title: string, intro: string, schema: Schema, prefix: string): 
   return `${lines.join('\n')}\n`;
 }
 
-export function renderReference(): string {
+/** The metrics of a registry (Node's default process metrics left out), as a table. */
+async function metricsTable(registry: import('prom-client').Registry): Promise<string[]> {
+  const rows = ['| Metric | Type | Labels | Meaning |', '|---|---|---|---|'];
+  for (const m of await registry.getMetricsAsJSON()) {
+    const labels =
+      (registry.getSingleMetric(m.name) as unknown as { labelNames?: string[] }).labelNames ?? [];
+    rows.push(
+      `| \`${m.name}\` | ${m.type} | ${labels.map((l) => `\`${l}\``).join(', ')} | ${cell(m.help)} |`,
+    );
+  }
+  return rows;
+}
+
+async function metricsSection(): Promise<string> {
+  return [
+    '## Metrics',
+    '',
+    'Generated from the registries the relay and the operator serve on `/metrics`, so this list is',
+    "what they export. Both also export Node's process metrics (`process_*`, `nodejs_*`).",
+    '',
+    '### Relay',
+    '',
+    ...(await metricsTable(createRelayMetrics({ defaultMetrics: false }).registry)),
+    '',
+    '### Operator',
+    '',
+    ...(await metricsTable(createOperatorMetrics({ defaultMetrics: false }).registry)),
+    '',
+  ].join('\n');
+}
+
+export async function renderReference(): Promise<string> {
   const parts = [
     '# Reference',
     '',
@@ -125,6 +158,7 @@ export function renderReference(): string {
     '- [EmailPolicy spec](#emailpolicy-spec)',
     '- [EmailPolicy status](#emailpolicy-status)',
     '- [Relay configuration file](#relay-configuration-file)',
+    '- [Metrics](#metrics)',
     '',
   ];
   for (const kind of KINDS) {
@@ -145,13 +179,14 @@ export function renderReference(): string {
       '',
     ),
   );
+  parts.push(await metricsSection());
   return `${parts.join('\n').trimEnd()}\n`;
 }
 
 const isMain = process.argv[1] && import.meta.filename === process.argv[1];
 if (isMain) {
   const path = join(import.meta.dirname, '..', 'docs', 'reference.md');
-  const text = renderReference();
+  const text = await renderReference();
   const current = await readFile(path, 'utf8').catch(() => undefined);
   if (current !== text) {
     if (process.argv.includes('--check')) {

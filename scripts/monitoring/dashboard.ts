@@ -118,6 +118,26 @@ export const ROWS: { title: string; panels: Panel[] }[] = [
         targets: [{ expr: `sum by (class) (${rate('email_upstream_replies_total')})`, legend: '{{class}}' }],
       },
       {
+        title: 'Upstream route state',
+        unit: 'short',
+        description:
+          'email_upstream_state: ok, held (a relay-level refusal: identity, auth, config, quota), backoff (rate), probing, resuming, unreachable',
+        targets: [
+          {
+            expr: `max by (relay, route, state) (email_upstream_state{${sel}}) == 1`,
+            legend: '{{route}} {{state}}',
+          },
+        ],
+      },
+      {
+        title: 'Mail waiting for a route',
+        unit: 'short',
+        description: 'Messages held back while their route is held, backing off or unreachable',
+        targets: [
+          { expr: `sum by (relay, route) (email_upstream_held_messages{${sel}})`, legend: '{{route}}' },
+        ],
+      },
+      {
         title: 'Refusals by reason',
         unit: 'reqps',
         description: 'Commands and messages the relay refused (smtp_rejections_total)',

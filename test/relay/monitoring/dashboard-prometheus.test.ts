@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { dashboard, dashboardQueries } from '../../../scripts/monitoring/dashboard.ts';
 import { freePort } from '../../helpers/ports.ts';
+import { metricNames } from '../../helpers/promql.ts';
 import { startTestRelay, type TestRelay } from '../../helpers/relay.ts';
 import { type SmtpSink, startSmtpSink } from '../../helpers/smtp-sink.ts';
 import { requireTool } from '../../helpers/tools.ts';
@@ -21,35 +22,6 @@ const LABELS = { namespace: 'mail', relay: 'postfix-relay', pod: 'postfix-relay-
 /** Grafana's variables as the dashboard's "All" selection sends them. */
 const grafanaToPromql = (expr: string) =>
   expr.replaceAll('$__rate_interval', '1m').replaceAll('$namespace', '.*').replaceAll('$relay', '.*');
-
-const PROMQL_WORDS = new Set([
-  'by',
-  'without',
-  'on',
-  'ignoring',
-  'group_left',
-  'group_right',
-  'and',
-  'or',
-  'unless',
-  'bool',
-  'offset',
-  'le',
-]);
-
-/** Metric names in a PromQL expression: identifiers that are not functions, keywords or label names. */
-function metricNames(expr: string): string[] {
-  const stripped = expr
-    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
-    .replace(/\{[^}]*\}/g, '')
-    .replace(/\[[^\]]*\]/g, '')
-    .replace(/\b(by|without|on|ignoring)\s*\([^)]*\)/g, '');
-  const names = new Set<string>();
-  for (const m of stripped.matchAll(/[A-Za-z_:][\w:]*(?!\w)(?!\s*\()/g)) {
-    if (!PROMQL_WORDS.has(m[0])) names.add(m[0]);
-  }
-  return [...names];
-}
 
 interface PromResult {
   metric: Record<string, string>;
