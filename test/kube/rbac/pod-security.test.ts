@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { renderInstall } from '../../../scripts/permissions.ts';
 import { ApiError, type KubeClient } from '../../../src/lib/kube/client.ts';
 import { emailRelaySpecSchema } from '../../../src/operator/api/emailrelay.ts';
-import { renderRelay } from '../../../src/operator/emailrelay/render.ts';
+import { renderDrainJob, renderRelay } from '../../../src/operator/emailrelay/render.ts';
 import { apply, ensureNamespace, kubeClient, type Obj } from '../operator/harness.ts';
 
 // Pod Security "restricted", enforced by the apiserver's built-in PodSecurity admission: the
@@ -107,6 +107,21 @@ describe('Pod Security "restricted"', () => {
       const pod = relayPod(spec);
       await expect(admit(pod), JSON.stringify(spec)).resolves.toMatchObject({ kind: 'Pod' });
     }
+  });
+
+  it("admits a drain Job's pod (a stranded queue volume emptied by the relay's own image)", async () => {
+    const spec = emailRelaySpecSchema.parse({
+      hostname: 'mail.example.com',
+      upstream: { host: 'smtp-relay.gmail.com', port: 587, tls: 'starttls' },
+    });
+    const job = renderDrainJob(
+      { name: 'postfix-relay', namespace: NS, uid: 'u' },
+      spec,
+      'example.invalid/email-relay:test',
+      'hash',
+      3,
+    ) as Obj;
+    await expect(admit(podOf(job, 'postfix-relay-drain-3-x'))).resolves.toMatchObject({ kind: 'Pod' });
   });
 
   it("deploy/samples enforces restricted in the relay's namespace, and its relay's pod is admitted", async () => {

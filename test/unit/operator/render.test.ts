@@ -126,16 +126,27 @@ describe('renderRelay', () => {
   it('NetworkPolicies admit each port only from the peers they name, and nothing else', () => {
     // The NetworkPolicy semantics: a pod selected by any Ingress policy accepts a connection
     // only if some rule of some policy selecting it names both the peer and the port.
-    type Peer = { nsLabels?: Record<string, string>; ip?: string };
+    /** A pod (namespace, its labels, the pod's labels) or an address outside the cluster. */
+    type Peer =
+      | { ns: string; nsLabels?: Record<string, string>; pod?: Record<string, string> }
+      | { ip: string };
     const matches = (sel: Any, labels: Record<string, string> = {}) =>
-      Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v) && !sel.matchExpressions;
+      !sel.matchExpressions && Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
     const inCidr = (ip: string, cidr: string) => {
       const [base, bits] = cidr.split('/');
       const n = (a: string) => a.split('.').reduce((x, o) => x * 256 + Number(o), 0);
       const mask = 2 ** 32 - 2 ** (32 - Number(bits));
       return (n(ip) & mask) >>> 0 === (n(base ?? '') & mask) >>> 0;
     };
-    const admits = (r: ReturnType<typeof render>, peer: Peer, port: number) =>
+    const peerMatches = (f: Any, peer: Peer) => {
+      if ('ip' in peer) return !!f.ipBlock && inCidr(peer.ip, f.ipBlock.cidr);
+      if (f.ipBlock) return false;
+      const nsLabels = { 'kubernetes.io/metadata.name': peer.ns, ...peer.nsLabels };
+      // podSelector alone: pods of the policy's own namespace.
+      const nsOk = f.namespaceSelector ? matches(f.namespaceSelector, nsLabels) : peer.ns === relay.namespace;
+      return nsOk && (!f.podSelector || matches(f.podSelector, peer.pod));
+    };
+    const admits = (r: ReturnType<typeof render>, peer: Peer, port: number, protocol = 'TCP') =>
       r.objects
         .filter((o) => o.kind === 'NetworkPolicy')
         .some((p: Any) => {
@@ -148,35 +159,59 @@ describe('renderRelay', () => {
             expect(rule.from?.length).toBeGreaterThan(0);
             expect(rule.ports?.length).toBeGreaterThan(0);
             return (
-              rule.ports.some((p: Any) => p.port === port && p.protocol === 'TCP') &&
-              rule.from.some((f: Any) =>
-                f.namespaceSelector
-                  ? peer.nsLabels !== undefined && matches(f.namespaceSelector, peer.nsLabels)
-                  : f.ipBlock && peer.ip !== undefined && inCidr(peer.ip, f.ipBlock.cidr),
-              )
+              rule.ports.some((p: Any) => p.port === port && p.protocol === protocol) &&
+              rule.from.some((f: Any) => peerMatches(f, peer))
             );
           });
         });
-    const r = render({ access: { extraCIDRs: ['192.0.2.0/24'] } });
-    const app = { nsLabels: { 'email.bionicaisolutions.com/relay-access': 'true' } };
-    const monitoring = { nsLabels: { 'kubernetes.io/metadata.name': 'monitoring' } };
-    const other = { nsLabels: { 'kubernetes.io/metadata.name': 'other' } };
-    expect(find(r, 'NetworkPolicy', 'postfix-relay-metrics').spec.ingress[0].from).toEqual([
-      { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
-    ]);
-    expect([admits(r, app, 25), admits(r, app, 9090)]).toEqual([true, false]);
-    expect([admits(r, monitoring, 25), admits(r, monitoring, 9090)]).toEqual([false, true]);
-    expect([admits(r, other, 25), admits(r, other, 9090)]).toEqual([false, false]);
-    expect([admits(r, { ip: '192.0.2.7' }, 25), admits(r, { ip: '192.0.2.7' }, 9090)]).toEqual([true, false]);
-    expect(admits(r, { ip: '198.51.100.1' }, 25)).toBe(false);
-    // Metrics off: the HTTP port (probes) is named by no policy, so no pod may reach it.
-    const off = render({ metrics: { enabled: false } });
-    expect(find(off, 'StatefulSet').spec.template.spec.containers[0].ports.map((p: Any) => p.name)).toContain(
-      'http',
+    const withOperator = (extra: Record<string, unknown> = {}) =>
+      renderRelay({
+        relay,
+        spec: spec(extra),
+        defaultImage: 'ghcr.io/x/email-relay:1',
+        policies: [],
+        operatorNamespace: 'email-relay-system',
+      });
+    const r = withOperator({ access: { extraCIDRs: ['192.0.2.0/24'] } });
+    const pod = find(r, 'StatefulSet').spec.template.metadata.labels;
+    const app: Peer = {
+      ns: 'my-app',
+      nsLabels: { 'email.bionicaisolutions.com/relay-access': 'true' },
+      pod: {},
+    };
+    const monitoring: Peer = { ns: 'monitoring', pod: {} };
+    const other: Peer = { ns: 'other', pod: {} };
+    const operator: Peer = {
+      ns: 'email-relay-system',
+      pod: { 'app.kubernetes.io/name': 'email-relay-operator' },
+    };
+    const besideOperator: Peer = { ns: 'email-relay-system', pod: { app: 'something-else' } };
+    const sibling: Peer = { ns: relay.namespace, pod }; // another pod of this relay (or its drain Job)
+    const neighbour: Peer = { ns: relay.namespace, pod: { app: 'not-the-relay' } };
+    const otherRelayPod: Peer = { ns: 'other', pod }; // same labels, another namespace
+    const ports = (peer: Peer) => [admits(r, peer, 25), admits(r, peer, 9090), admits(r, peer, 2526)];
+    //                                   smtp   http   peers
+    expect(ports(app)).toEqual([true, false, false]);
+    expect(ports(monitoring)).toEqual([false, true, false]);
+    expect(ports(operator)).toEqual([false, true, false]);
+    expect(ports(besideOperator)).toEqual([false, false, false]);
+    expect(ports(sibling)).toEqual([false, false, true]);
+    expect(admits(r, sibling, 2526, 'UDP')).toBe(true);
+    expect(ports(neighbour)).toEqual([false, false, false]);
+    expect(ports(otherRelayPod)).toEqual([false, false, false]);
+    expect(ports(other)).toEqual([false, false, false]);
+    expect(ports({ ip: '192.0.2.7' })).toEqual([true, false, false]);
+    expect(ports({ ip: '198.51.100.1' })).toEqual([false, false, false]);
+    // Every port the pod listens on is one of those three.
+    const listening = find(r, 'StatefulSet').spec.template.spec.containers.flatMap((c: Any) =>
+      c.ports.map((p: Any) => p.containerPort),
     );
-    expect([admits(off, monitoring, 9090), admits(off, app, 9090), admits(off, app, 25)]).toEqual([
+    expect([...new Set(listening)].sort()).toEqual([25, 2526, 9090]);
+    // Metrics off: the HTTP port admits the operator only (its /summary), no scraper.
+    const off = withOperator({ metrics: { enabled: false } });
+    expect([admits(off, monitoring, 9090), admits(off, operator, 9090), admits(off, app, 25)]).toEqual([
       false,
-      false,
+      true,
       true,
     ]);
   });
