@@ -80,20 +80,24 @@ export function runningNodes(): string[] {
 
 /** The relay, client and pause images, from `npm run image` (built once per input, then cached). */
 async function buildImages(log: Log): Promise<NodeState['images']> {
-  const out: NodeState['images'] = [];
-  for (const kind of ['pause', 'relay', 'client']) {
-    log(`image ${kind}: npm run image -- ${kind}`);
-    const { stdout } = await execFileP(process.execPath, ['--import', 'tsx', 'scripts/image/cli.ts', kind], {
-      cwd: process.env['EMAIL_RELAY_IMAGE_CHECKOUT'] || REPO,
-      maxBuffer: 16 << 20,
-    });
-    const [name, archive, digest] = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
-    if (!name || !archive || !digest) {
-      throw new Error(`npm run image -- ${kind} printed no "<name> <archive> <digest>" line`);
-    }
-    out.push({ kind, name, archive, digest });
-  }
-  return out;
+  log('images: npm run image -- pause|relay|client');
+  return Promise.all(
+    ['pause', 'relay', 'client'].map(async (kind) => {
+      const { stdout } = await execFileP(
+        process.execPath,
+        ['--import', 'tsx', 'scripts/image/cli.ts', kind],
+        {
+          cwd: REPO,
+          maxBuffer: 16 << 20,
+        },
+      );
+      const [name, archive, digest] = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
+      if (!name || !archive || !digest) {
+        throw new Error(`npm run image -- ${kind} printed no "<name> <archive> <digest>" line`);
+      }
+      return { kind, name, archive, digest };
+    }),
+  );
 }
 
 function readSysctl(key: string): string {

@@ -196,6 +196,9 @@ describe('the product on a real node', () => {
     await sink.stop();
     const finish = await startLoad('load-kill', 3, 40);
     await new Promise((r) => setTimeout(r, 15_000));
+    // What pod 0 holds undelivered when it dies (the upstream is down, so everything it queued).
+    const pod0 = (await cluster.kubectl(['-n', RELAY_NAMESPACE, 'logs', `${RELAY_NAME}-0`])).stdout;
+    const heldByPod0 = pod0.split('\n').filter((l) => l.includes('"msg":"queued"')).length;
     await cluster.kubectl([
       '-n',
       RELAY_NAMESPACE,
@@ -210,8 +213,9 @@ describe('the product on a real node', () => {
     await sink.start();
     const delivered = await waitDelivered(load.acked);
     console.log(
-      `force-delete under load: acked ${load.acked.length}, delivered ${delivered}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+      `force-delete under load: acked ${load.acked.length} (${heldByPod0} queued on the killed pod), delivered ${delivered}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
     );
+    expect(heldByPod0).toBeGreaterThan(10);
     expect(load.acked.length).toBeGreaterThan(20);
     expect(delivered).toBe(load.acked.length);
   });
