@@ -177,6 +177,13 @@ export async function openSpool(opts: OpenSpoolOptions): Promise<RelaySpool> {
     purpose: opts.purpose ?? 'relay',
     staleMs: opts.lockStaleMs,
     logger,
+  }).catch((e: unknown) => {
+    // Nothing could be committed (nor a delivery recorded): say so rather than a bare EROFS.
+    if (isCode(e, 'EROFS'))
+      throw new Error(`spool ${dir} is on a read-only file system: no mail can be queued there`, {
+        cause: e,
+      });
+    throw e;
   });
   try {
     return await SpoolImpl.open(dir, lock, logger, fsync, opts);
