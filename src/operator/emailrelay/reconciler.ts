@@ -98,6 +98,44 @@ export function upToDate(desired: KubeObject, actual: KubeObject | undefined): b
   return isSubset(dRest, aRest) && isSubset({ labels: dm.labels, ownerReferences: dm.ownerReferences }, am);
 }
 
+/** What one child needs: applied (absent or drifted from what we render) or nothing. */
+export interface ApplyStep {
+  obj: KubeObject;
+  actual: KubeObject | undefined;
+  apply: boolean;
+}
+
+/**
+ * The apply step's plan: two rounds, each applied concurrently (identity, config and network
+ * first, then the workload and its PDB: pods need their ServiceAccount and ConfigMap to start),
+ * each child compared with its cached copy.
+ */
+export function applyPlan(
+  desired: KubeObject[],
+  cached: (kind: string, name: string) => KubeObject | undefined,
+): ApplyStep[][] {
+  const step = (obj: KubeObject): ApplyStep => {
+    const actual = cached(obj.kind, obj.metadata.name);
+    return { obj, actual, apply: !upToDate(obj, actual) };
+  };
+  return [
+    desired.filter((o) => !WORKLOAD_KINDS.has(o.kind)).map(step),
+    desired.filter((o) => WORKLOAD_KINDS.has(o.kind)).map(step),
+  ];
+}
+
+/** The prune step's plan: children this relay owns (controller reference) that it no longer renders. */
+export function prunePlan(
+  owned: (kind: string) => KubeObject[],
+  uid: string,
+  desired: KubeObject[],
+): KubeObject[] {
+  const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
+  return CHILD_KINDS.flatMap((kind) =>
+    owned(kind).filter((obj) => isOwnedBy(obj, uid) && !wanted.has(`${kind}/${obj.metadata.name}`)),
+  );
+}
+
 /**
  * A merge patch keeps every field it leaves out: fields the new status no longer has (the
  * oldest message's time once the queue is empty, say) are sent as null, which deletes them.
@@ -248,7 +286,6 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
 
     // 4. Apply what differs from the cache; delete managed children no longer wanted.
     const desired = rendered.objects.map(withAppliedHash);
-    const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
     let problem: StatusInput['problem'];
     let workload: KubeObject | undefined;
     let retryable: unknown;
@@ -272,17 +309,11 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       if (mark.length)
         recorder.event(relay, 'Normal', 'ScalingDown', `handing off the queues of ${mark.join(', ')}`);
     }
-    // Two rounds, each applied concurrently: identity, config and network first, then the
-    // workload and its PDB (pods need their ServiceAccount and ConfigMap to start).
-    const rounds = [
-      desired.filter((o) => !WORKLOAD_KINDS.has(o.kind)),
-      desired.filter((o) => WORKLOAD_KINDS.has(o.kind)),
-    ];
+    const rounds = applyPlan(desired, (kind, child) => caches.children.get(kind)?.get(namespace, child));
     for (const round of rounds) {
       const results = await Promise.all(
-        round.map(async (obj) => {
-          const actual = caches.children.get(obj.kind)?.get(namespace, obj.metadata.name);
-          if (upToDate(obj, actual)) return { obj, actual, applied: actual, wrote: false };
+        round.map(async ({ obj, actual, apply }) => {
+          if (!apply) return { obj, actual, applied: actual, wrote: false };
           try {
             return { obj, actual, applied: await serverSideApply(client, obj, FIELD_MANAGER), wrote: true };
           } catch (err) {
@@ -320,16 +351,16 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       }
       if (retryable) break;
     }
-    for (const kind of retryable ? [] : CHILD_KINDS) {
-      for (const obj of caches.children.get(kind)?.list(namespace) ?? []) {
-        if (!isOwnedBy(obj, uid) || wanted.has(`${kind}/${obj.metadata.name}`)) continue;
-        try {
-          await deleteObject(client, obj);
-        } catch (err) {
-          if (!isNotFound(err)) throw err;
-        }
-        changed.Deleted.push(`${kind} ${obj.metadata.name}`);
+    const prune = retryable
+      ? []
+      : prunePlan((kind) => caches.children.get(kind)?.list(namespace) ?? [], uid, desired);
+    for (const obj of prune) {
+      try {
+        await deleteObject(client, obj);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
       }
+      changed.Deleted.push(`${obj.kind} ${obj.metadata.name}`);
     }
 
     for (const [verb, what] of Object.entries(changed)) {
