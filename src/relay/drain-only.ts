@@ -54,7 +54,7 @@ export async function runDrainOnly(
     const report = await drainQueue(
       {
         spool,
-        directory: new PeerDirectory(config.peers, undefined),
+        directory: new PeerDirectory(config.peers),
         hostname: config.hostname,
         logger,
         deliverUntil: deliverWith(

@@ -15,6 +15,7 @@ import { PeerDirectory } from './peers/directory.ts';
 import { type DrainReport, deliverWith, drainQueue } from './peers/drain.ts';
 import { HandoffServer } from './peers/handoff-server.ts';
 import { leavingForGood } from './peers/leaving.ts';
+import { RateShare } from './peers/rate-share.ts';
 import { PeerTrust } from './peers/trust.ts';
 import { InboundServer } from './smtp/server.ts';
 import { openSpool, type RelaySpool } from './spool/index.ts';
@@ -77,6 +78,24 @@ export async function startRelay(
         logger,
       })
     : undefined;
+  const peersConfig = config.peers;
+  let peersAddress: AddressInfo | undefined;
+  const directory = new PeerDirectory(peersConfig, () =>
+    peersAddress ? { host: peersAddress.address, port: peersAddress.port } : undefined,
+  );
+  const trust = new PeerTrust(peersConfig, attribution);
+  // Rate limits for the relay across its replicas: UDP reports on the peer port.
+  const rates =
+    peersConfig.listen && peersConfig.sharedRateLimits
+      ? new RateShare({
+          host: splitHostPort(peersConfig.listen).host,
+          port: 0, // set once the TCP listener has its port
+          directory,
+          trust,
+          intervalMs: peersConfig.reportIntervalMs,
+          logger,
+        })
+      : undefined;
   const inbound = new InboundServer({
     ...(attribution ? { attribution } : {}),
     config,
@@ -85,14 +104,14 @@ export async function startRelay(
     logger,
     onQueued: (entry) => delivery.enqueue(entry),
     onEtrn: () => delivery.flush(),
+    ...(rates ? { sharedRates: rates } : {}),
   });
-  const peersConfig = config.peers;
   const handoff = peersConfig.listen
     ? new HandoffServer({
         listen: peersConfig.listen,
         hostname: config.hostname,
         spool,
-        trust: new PeerTrust(peersConfig, attribution),
+        trust,
         logger,
         onQueued: (entry) => delivery.enqueue(entry),
         refusing: () => draining,
@@ -126,11 +145,11 @@ export async function startRelay(
   let http: Server | undefined;
   let httpAddress: AddressInfo | undefined;
   let control: NetServer | undefined;
-  let peersAddress: AddressInfo | undefined;
   try {
     delivery.start();
     smtp = await inbound.listen();
     peersAddress = await handoff?.listen();
+    if (rates && peersAddress) await rates.start(peersAddress.port);
     if (config.http) {
       http = createProbeServer(metrics.registry, readiness, { '/summary': () => summary.summary() });
       const { host, port } = splitHostPort(config.http);
@@ -149,6 +168,7 @@ export async function startRelay(
     )?.server;
   } catch (err) {
     summary.stop();
+    await rates?.stop().catch(() => undefined);
     await handoff?.close().catch(() => undefined);
     await delivery.stop(Date.now()).catch(() => undefined);
     await attribution?.stop().catch(() => undefined);
@@ -167,10 +187,6 @@ export async function startRelay(
     'relay started',
   );
 
-  const directory = new PeerDirectory(
-    peersConfig,
-    peersAddress ? { host: peersAddress.address, port: peersAddress.port } : undefined,
-  );
   let stopping: Promise<DrainReport | undefined> | undefined;
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => {
@@ -223,6 +239,7 @@ export async function startRelay(
         }
       } finally {
         summary.stop();
+        await rates?.stop();
         await handoff?.close();
         if (!inboundClosed) await inbound.close(Date.now());
         await new Promise<void>((r) => (http ? http.close(() => r()) : r()));

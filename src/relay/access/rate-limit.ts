@@ -1,7 +1,13 @@
+/** What the other replicas counted for a key over the same window (relay/peers/rate-share.ts). */
+export interface RemoteCounts {
+  count(windowMs: number, key: string): number;
+}
+
 /**
  * Sliding-window counters per key (a namespace or a client address): the window is cut into
- * buckets, so memory per key is fixed and old counts fall off bucket by bucket. Counts are per
- * relay replica; with N replicas a client may get up to N times the limit in the worst case.
+ * buckets, so memory per key is fixed and old counts fall off bucket by bucket. Alone, counts are
+ * per relay replica (N replicas: up to N times the limit); with `remote`, count() adds what the
+ * peers reported, so the limit holds for the relay (error bound in relay/peers/rate-share.ts).
  */
 export class RateCounter {
   private readonly bucketMs: number;
@@ -11,14 +17,30 @@ export class RateCounter {
     readonly windowMs: number,
     private readonly buckets = 12,
     private readonly now: () => number = Date.now,
+    private readonly remote?: RemoteCounts,
   ) {
     this.bucketMs = Math.max(1, Math.ceil(windowMs / buckets));
   }
 
-  /** Events counted for `key` over the last window. */
+  /** Events counted for `key` over the last window, here and (with `remote`) on the peers. */
   count(key: string): number {
+    return this.localCount(key) + (this.remote?.count(this.windowMs, key) ?? 0);
+  }
+
+  /** Events counted here only. */
+  localCount(key: string): number {
     const e = this.advance(key, false);
     return e ? e.counts.reduce((a, b) => a + b, 0) : 0;
+  }
+
+  /** Every key with a count here, for the reports to peers. */
+  localCounts(): [string, number][] {
+    const out: [string, number][] = [];
+    for (const key of [...this.keys.keys()]) {
+      const n = this.localCount(key);
+      if (n > 0) out.push([key, n]);
+    }
+    return out;
   }
 
   add(key: string, n = 1): void {
@@ -54,6 +76,6 @@ export class RateCounter {
   }
 
   private prune(): void {
-    for (const key of [...this.keys.keys()]) this.count(key);
+    for (const key of [...this.keys.keys()]) this.localCount(key);
   }
 }

@@ -17,8 +17,8 @@ export interface Peer {
 export class PeerDirectory {
   constructor(
     private readonly config: PeersConfig,
-    /** This relay's own peer listener, never its own peer. */
-    private readonly self: Peer | undefined,
+    /** This relay's own peer listener (known once listening), never its own peer. */
+    private readonly self: () => Peer | undefined = () => undefined,
   ) {}
 
   get configured(): boolean {
@@ -34,7 +34,8 @@ export class PeerDirectory {
       const own = ownAddresses();
       for (const a of found) if (!own.has(a.address)) out.push({ host: a.address, port });
     }
-    return out.filter((p) => !(this.self && p.host === this.self.host && p.port === this.self.port));
+    const self = this.self();
+    return out.filter((p) => !(self && p.host === self.host && p.port === self.port));
   }
 }
 

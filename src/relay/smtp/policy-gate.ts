@@ -12,7 +12,7 @@ import {
   type Refusal,
   strictest,
 } from '../access/policy.ts';
-import { RateCounter } from '../access/rate-limit.ts';
+import { RateCounter, type RemoteCounts } from '../access/rate-limit.ts';
 import type { RelayMetrics } from '../metrics.ts';
 import type { ClientInfo } from '../spool/types.ts';
 import { headerValue } from './message-filter.ts';
@@ -32,6 +32,8 @@ export class PolicyGate {
     private readonly set: PolicySet,
     private readonly metrics: RelayMetrics,
     private readonly logger: Logger,
+    /** Rate limits counted across the relay's replicas (relay/peers/rate-share.ts). */
+    private readonly shared?: RemoteCounts & { track(counter: RateCounter): void },
   ) {}
 
   policiesFor(client: ClientInfo, namespaceLabels?: Record<string, string>): Policy[] {
@@ -142,7 +144,8 @@ export class PolicyGate {
   private counter(periodSeconds: number): RateCounter {
     let c = this.counters.get(periodSeconds);
     if (!c) {
-      c = new RateCounter(periodSeconds * 1000, 12);
+      c = new RateCounter(periodSeconds * 1000, 12, Date.now, this.shared);
+      this.shared?.track(c);
       this.counters.set(periodSeconds, c);
     }
     return c;

@@ -47,6 +47,8 @@ export interface InboundDeps {
   onEtrn: () => void;
   /** Pod/namespace of clients, when the relay runs in Kubernetes. */
   attribution?: Attribution;
+  /** Rate limits shared with the relay's other replicas. */
+  sharedRates?: ConstructorParameters<typeof PolicyGate>[3];
 }
 
 type Connection = FrontConnection<SessionState>;
@@ -75,7 +77,7 @@ export class InboundServer {
     this.networks = new Networks(config.access.allow);
     this.slots = new ConnectionSlots(smtp.maxClients);
     this.users = smtp.auth ? new UserFile(smtp.auth.usersFile) : undefined;
-    this.gate = new PolicyGate(new PolicySet(config.policies), deps.metrics, deps.logger);
+    this.gate = new PolicyGate(new PolicySet(config.policies), deps.metrics, deps.logger, deps.sharedRates);
     this.ehlo = { hostname: config.hostname, maxMessageSize: smtp.maxMessageSize, starttls: !!smtp.tls };
     const tls = smtp.tls
       ? { key: readFileSync(smtp.tls.keyFile), cert: readFileSync(smtp.tls.certFile) }
