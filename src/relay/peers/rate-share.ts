@@ -123,8 +123,8 @@ export class RateShare implements RemoteCounts {
       const [w, key, n] = c as [unknown, unknown, unknown];
       if (typeof w !== 'number' || typeof key !== 'string' || typeof n !== 'number' || n < 0) continue;
       const k = `${w} ${key}`;
-      let peers = this.remote.get(k);
-      if (!peers) this.remote.set(k, (peers = new Map()));
+      const peers = this.remote.get(k) ?? new Map<string, { n: number; at: number }>();
+      this.remote.set(k, peers);
       peers.set(msg.from, { n, at });
     }
     if (this.remote.size > 50_000)
