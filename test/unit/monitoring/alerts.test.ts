@@ -438,7 +438,8 @@ describe('alerts', { timeout: 60_000 }, () => {
     ]) {
       for (const m of await registry.getMetricsAsJSON()) {
         exported.add(m.name);
-        if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(m.name + s);
+        if (String(m.type) === 'histogram')
+          for (const s of ['_bucket', '_sum', '_count']) exported.add(m.name + s);
       }
     }
     // Not exported yet: the operator's count of stranded queue volumes (issue 14's status.strandedQueues).
