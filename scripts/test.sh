@@ -53,12 +53,13 @@ step "powercut-fs for the power-loss test (FUSE in Go, built once, cached; needs
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: the power-loss test needs FUSE (modprobe fuse)" >&2; exit 1; }
 node --import tsx -e "import('./test/helpers/powercut.ts').then((m) => m.powercutBinary())"
 
-step "Typecheck, lint, generated CRDs, docs/reference.md and deploy/monitoring up to date"
+step "Typecheck, lint, generated CRDs, docs/reference.md, deploy/monitoring and the Helm chart up to date"
 npx tsc -p tsconfig.json --noEmit
 npx biome check .
 npm run --silent crds:check
 npm run --silent reference:check
 npm run --silent monitoring:check
+npm run --silent helm-chart:check
 
 step "Images without Docker (relay, client, pause; rebuilt only when their inputs change)"
 # Built here rather than inside the tests, so a cold build does not compete with timed tests.
