@@ -65,8 +65,9 @@ describe('the product on a real node', () => {
       return /\bTrue\b/.test(out.split('\n')[1] ?? '') ? out : undefined;
     });
     const [header, row] = table.split('\n');
-    expect(header).toMatch(/^NAME\s+READY\s+REPLICAS\s+ENDPOINT/);
-    expect(row).toMatch(new RegExp(`^${RELAY_NAME}\\s+True\\s+2\\s+${RELAY_HOSTS[0]}:25\\b`));
+    expect(header).toMatch(/^NAME\s+READY\s+REPLICAS\s+QUEUED\s+OLDEST\s+ENDPOINT/);
+    // QUEUED and OLDEST (<none> while nothing is queued) come between.
+    expect(row).toMatch(new RegExp(`^${RELAY_NAME}\\s+True\\s+2\\s+\\S+\\s+\\S+\\s+${RELAY_HOSTS[0]}:25\\b`));
     const pvcs = (
       await cluster.kubectl(['-n', RELAY_NAMESPACE, 'get', 'pvc', '-o', 'jsonpath={.items[*].status.phase}'])
     ).stdout;

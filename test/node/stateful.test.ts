@@ -1,0 +1,232 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type NodeCluster, nodeCluster, waitUntil } from './cluster.ts';
+import { deployOperator } from './product.ts';
+import { type NodeSink, startNodeSink } from './sink.ts';
+
+// The queue as data the operator owns, on a real node: a scale-down with the upstream down moves
+// every queued message to the pod that stays (hand-off over SMTP through the headless Service),
+// drain Jobs confirm the leaving volumes empty, and once the upstream is back every acknowledged
+// message arrives (duplicates counted), with nothing left on any volume.
+
+const NS = 'stateful';
+const APP = 'stateful-app';
+const NAME = 'burst';
+const PER_POD = 10;
+const CLI = ['/nodejs/bin/node', '/app/dist/cli.js'];
+const CONFIG = '/etc/email-relay/config/relay.yaml';
+
+let cluster: NodeCluster;
+let sink: NodeSink;
+
+beforeAll(async () => {
+  cluster = await nodeCluster();
+  sink = await startNodeSink(cluster, 2600);
+  await deployOperator(cluster);
+  await cluster.apply([
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: APP, labels: { 'email.bionicaisolutions.com/relay-access': 'true' } },
+    },
+  ]);
+}, 400_000);
+afterAll(async () => {
+  await sink?.dispose();
+});
+
+/** Messages queued on one relay pod, as its own queue CLI lists them. */
+async function queuedOn(pod: string): Promise<number> {
+  const out = await cluster.kubectl([
+    '-n',
+    NS,
+    'exec',
+    pod,
+    '--',
+    ...CLI,
+    'queue',
+    'list',
+    '--json',
+    '--config',
+    CONFIG,
+  ]);
+  return (JSON.parse(out.stdout) as unknown[]).length;
+}
+
+/** One message per connection to each pod's own DNS name; prints "ACK <subject>" per 250. */
+function sendToEveryPod(): string[] {
+  const script = `
+import smtplib, socket, sys, time
+for i in range(3):
+    host = '${NAME}-%d.${NAME}-headless.${NS}.svc.cluster.local' % i
+    for n in range(${PER_POD}):
+        subject = 'stateful %d %d' % (i, n)
+        deadline = time.time() + 90
+        while True:
+            try:
+                s = smtplib.SMTP(host, 25, timeout=30)
+                break
+            except (OSError, socket.gaierror) as e:
+                if time.time() > deadline:
+                    print('connect failed: %r' % (e,)); sys.exit(1)
+                time.sleep(1)
+        s.sendmail('app@bionicaisolutions.com', 'to@example.com', 'Subject: %s\\n\\nbody' % subject)
+        s.quit()
+        print('ACK ' + subject, flush=True)
+`;
+  return ['/usr/bin/python3', '-c', script];
+}
+
+interface RelayStatus {
+  status?: {
+    queue?: { queued: number; pods: number };
+    strandedQueues?: { claim: string }[];
+  };
+}
+
+describe('stateful relay on a real node', () => {
+  it('scale 3 -> 1 with the upstream down and mail on every pod, then the upstream back: every acknowledged message delivered, none left on any volume', async () => {
+    await cluster.apply({
+      apiVersion: 'email.bionicaisolutions.com/v1alpha1',
+      kind: 'EmailRelay',
+      metadata: { name: NAME, namespace: NS },
+      spec: {
+        hostname: 'mail.bionicaisolutions.com',
+        replicas: 3,
+        upstream: { host: cluster.nodeIp, port: sink.port, tls: 'opportunistic' },
+        queue: { retryInitialSeconds: 2, retryMaxSeconds: 5, drainTimeoutSeconds: 120 },
+        resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '512Mi' } },
+      },
+    });
+    await waitUntil(
+      'StatefulSet burst',
+      async () => (await cluster.kubectl(['-n', NS, 'get', 'sts', NAME], { allowFail: true })).code === 0,
+      120_000,
+    );
+    await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
+      timeoutMs: 320_000,
+    });
+
+    await sink.stop();
+    const run = await cluster.runPod(
+      { namespace: APP, name: 'fill-every-pod', command: sendToEveryPod() },
+      300_000,
+    );
+    expect(run.phase, run.logs).toBe('Succeeded');
+    const acked = run.logs
+      .split('\n')
+      .filter((l) => l.startsWith('ACK '))
+      .map((l) => l.slice(4));
+    expect(acked).toHaveLength(3 * PER_POD);
+
+    const perPod = await Promise.all([0, 1, 2].map((i) => queuedOn(`${NAME}-${i}`)));
+    console.log(`queued per pod before the scale-down: ${perPod.join('/')}`);
+    expect(perPod).toEqual([PER_POD, PER_POD, PER_POD]);
+    // QUEUED in kubectl get is what the pods hold.
+    const row = await waitUntil(
+      'QUEUED 30 in kubectl get emailrelays',
+      async () => {
+        const out = (await cluster.kubectl(['-n', NS, 'get', 'emailrelays'])).stdout.trim().split('\n');
+        const cols = out[1]?.split(/\s+/) ?? [];
+        return cols[3] === String(3 * PER_POD) && out;
+      },
+      120_000,
+    );
+    console.log(row.join('\n'));
+
+    const t0 = Date.now();
+    await cluster.kubectl([
+      '-n',
+      NS,
+      'patch',
+      'emailrelay',
+      NAME,
+      '--type=merge',
+      '-p',
+      '{"spec":{"replicas":1}}',
+    ]);
+    await waitUntil(
+      'pods 1 and 2 gone',
+      async () => {
+        const pods = await cluster.pods(
+          NS,
+          `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=relay`,
+        );
+        return pods.length === 1 && pods[0] === `${NAME}-0`;
+      },
+      300_000,
+    );
+    const leftAt = Date.now();
+    const onZero = await queuedOn(`${NAME}-0`);
+    console.log(
+      `after the scale-down (${Math.round((leftAt - t0) / 1000)} s): ${onZero} queued on ${NAME}-0`,
+    );
+    expect(onZero).toBe(3 * PER_POD);
+    // The leaving volumes: a drain Job each confirms them empty; the status lists none at the end.
+    await waitUntil(
+      'drain Jobs succeeded, no stranded queue',
+      async () => {
+        const relay = await cluster.kubectlJson<RelayStatus>(['-n', NS, 'get', 'emailrelay', NAME]);
+        const jobs = await cluster.kubectlJson<{
+          items: { metadata: { name: string }; status: { succeeded?: number } }[];
+        }>(['-n', NS, 'get', 'jobs']);
+        const done = jobs.items
+          .filter((j) => (j.status.succeeded ?? 0) > 0)
+          .map((j) => j.metadata.name)
+          .sort();
+        return (
+          done.join(',') === `${NAME}-drain-1,${NAME}-drain-2` &&
+          (relay.status?.strandedQueues ?? []).length === 0
+        );
+      },
+      300_000,
+    );
+    const events = (
+      await cluster.kubectl([
+        '-n',
+        NS,
+        'get',
+        'events',
+        '--field-selector',
+        `involvedObject.name=${NAME}`,
+        '-o',
+        'custom-columns=REASON:.reason,MESSAGE:.message',
+        '--no-headers',
+      ])
+    ).stdout;
+    console.log(
+      events
+        .split('\n')
+        .filter((l) => /Queue|ScalingDown|Upstream/.test(l))
+        .join('\n'),
+    );
+
+    await sink.start();
+    const msgs = await sink.waitFor(
+      'every acknowledged message',
+      (m) => {
+        const got = new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
+        return acked.every((s) => got.has(s));
+      },
+      300_000,
+    );
+    const count = new Map<string, number>();
+    for (const m of msgs) {
+      const s = /^Subject: (.*)$/m.exec(m.data)?.[1] ?? '';
+      if (s.startsWith('stateful ')) count.set(s, (count.get(s) ?? 0) + 1);
+    }
+    const dups = [...count.values()].filter((n) => n > 1).length;
+    console.log(`delivered ${count.size} distinct of ${acked.length} acknowledged, ${dups} duplicated`);
+    expect(count.size).toBe(acked.length);
+    await waitUntil(`${NAME}-0 empty`, async () => (await queuedOn(`${NAME}-0`)) === 0, 120_000);
+    const relay = await waitUntil(
+      'status QUEUED 0',
+      async () => {
+        const r = await cluster.kubectlJson<RelayStatus>(['-n', NS, 'get', 'emailrelay', NAME]);
+        return r.status?.queue?.queued === 0 && r;
+      },
+      120_000,
+    );
+    expect(relay.status?.strandedQueues).toEqual([]);
+  });
+});
