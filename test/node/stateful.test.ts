@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorSummary, loadClient, parseLoad } from './clients.ts';
 import { type NodeCluster, nodeCluster, waitUntil } from './cluster.ts';
-import { deployOperator } from './product.ts';
+import { deployOperator, OPERATOR_NAMESPACE } from './product.ts';
 import { type NodeSink, startNodeSink } from './sink.ts';
 
 // The queue as data the operator owns, on a real node: a scale-down with the upstream down moves
@@ -228,5 +229,141 @@ describe('stateful relay on a real node', () => {
       120_000,
     );
     expect(relay.status?.strandedQueues).toEqual([]);
+  });
+  it('a pod removed while the operator is stopped: its volume is found and drained by a Job once the operator returns', async () => {
+    const patch = (replicas: number) =>
+      cluster.kubectl([
+        '-n',
+        NS,
+        'patch',
+        'emailrelay',
+        NAME,
+        '--type=merge',
+        '-p',
+        JSON.stringify({ spec: { replicas } }),
+      ]);
+    await patch(3);
+    await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
+      timeoutMs: 320_000,
+    });
+    await sink.stop();
+    const script = `
+import smtplib, socket, sys, time
+for n in range(${PER_POD}):
+    deadline = time.time() + 90
+    while True:
+        try:
+            s = smtplib.SMTP('${NAME}-2.${NAME}-headless.${NS}.svc.cluster.local', 25, timeout=30)
+            break
+        except (OSError, socket.gaierror) as e:
+            if time.time() > deadline:
+                print('connect failed: %r' % (e,)); sys.exit(1)
+            time.sleep(1)
+    s.sendmail('app@bionicaisolutions.com', 'to@example.com', 'Subject: stranded %d\\n\\nbody' % n)
+    s.quit()
+    print('ACK stranded %d' % n, flush=True)
+`;
+    const run = await cluster.runPod(
+      { namespace: APP, name: 'fill-pod-2', command: ['/usr/bin/python3', '-c', script] },
+      300_000,
+    );
+    expect(run.phase, run.logs).toBe('Succeeded');
+    expect(await queuedOn(`${NAME}-2`)).toBe(PER_POD);
+
+    // The operator goes; the relay is scaled down behind its back (spec and StatefulSet).
+    await cluster.kubectl(['-n', OPERATOR_NAMESPACE, 'scale', 'deploy/email-relay-operator', '--replicas=0']);
+    await waitUntil(
+      'operator pods gone',
+      async () =>
+        (await cluster.pods(OPERATOR_NAMESPACE, 'app.kubernetes.io/name=email-relay-operator')).length === 0,
+      120_000,
+    );
+    await patch(2);
+    await cluster.kubectl(['-n', NS, 'scale', `sts/${NAME}`, '--replicas=2']);
+    await waitUntil(
+      'pod 2 gone',
+      async () =>
+        !(
+          await cluster.pods(NS, `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=relay`)
+        ).includes(`${NAME}-2`),
+      300_000,
+    );
+    // Unmarked, it kept its queue on the volume: nobody reads it now.
+    const t0 = Date.now();
+    await cluster.kubectl(['-n', OPERATOR_NAMESPACE, 'scale', 'deploy/email-relay-operator', '--replicas=2']);
+    const drained = await waitUntil(
+      'QueueDrained for spool-burst-2',
+      async () => {
+        const ev = (
+          await cluster.kubectl([
+            '-n',
+            NS,
+            'get',
+            'events',
+            '--field-selector',
+            `involvedObject.name=${NAME},reason=QueueDrained`,
+            '-o',
+            'jsonpath={range .items[*]}{.message}{"\\n"}{end}',
+          ])
+        ).stdout;
+        return ev.split('\n').find((l) => l.startsWith(`spool-${NAME}-2 is empty: ${PER_POD} messages`));
+      },
+      300_000,
+    );
+    console.log(`operator back: ${drained} (${Math.round((Date.now() - t0) / 1000)} s after it was started)`);
+    const held = (await queuedOn(`${NAME}-0`)) + (await queuedOn(`${NAME}-1`));
+    expect(held).toBe(PER_POD);
+    await sink.start();
+    const msgs = await sink.waitFor(
+      'the stranded messages',
+      (m) => {
+        const got = new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
+        return Array.from({ length: PER_POD }, (_, n) => `stranded ${n}`).every((x) => got.has(x));
+      },
+      300_000,
+    );
+    const n = msgs.filter((m) => /^Subject: stranded /m.test(m.data)).length;
+    console.log(`stranded: delivered ${n} for ${PER_POD} acknowledged`);
+    expect(n).toBe(PER_POD);
+  });
+
+  it('kubectl rollout restart under one-message-per-connection load: 0 client errors, 0 lost', async () => {
+    const seconds = 90;
+    const names = ['roll-0', 'roll-1', 'roll-2'];
+    await Promise.all(
+      names.map((name) =>
+        cluster.startPod({
+          namespace: APP,
+          name,
+          command: loadClient(`${NAME}.${NS}.svc.cluster.local`, seconds, 400),
+        }),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 10_000));
+    await cluster.kubectl(['-n', NS, 'rollout', 'restart', `sts/${NAME}`]);
+    await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
+      timeoutMs: 320_000,
+    });
+    const res = await Promise.all(
+      names.map((name) => cluster.finishPod({ namespace: APP, name }, (seconds + 120) * 1000)),
+    );
+    const load = parseLoad(res.map((r) => r.logs).join('\n'));
+    const want = load.acked.map((id) => `load ${id}`);
+    const msgs = await sink.waitFor(
+      `${want.length} acknowledged`,
+      (m) => {
+        const got = new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
+        return want.every((w) => got.has(w));
+      },
+      300_000,
+    );
+    const got = new Set(msgs.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
+    const lost = want.filter((w) => !got.has(w)).length;
+    console.log(
+      `rollout restart under load: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+    );
+    expect(load.acked.length).toBeGreaterThan(50);
+    expect(lost).toBe(0);
+    expect(load.errors).toEqual([]);
   });
 });
