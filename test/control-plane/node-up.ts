@@ -69,7 +69,7 @@ async function main(dir: string): Promise<void> {
     let imported = 0;
     for (const img of state.images) {
       // Already in the (cached) content store under this name and manifest digest: nothing to do.
-      const have = (await ctr(['images', 'ls', `name==${img.name}`])).stdout;
+      const have = (await ctr(['images', 'ls', `name==${img.name}`]).catch(() => ({ stdout: '' }))).stdout;
       if (have.includes(img.digest)) continue;
       await ctr(['images', 'import', img.archive]);
       imported++;
