@@ -366,4 +366,92 @@ for n in range(${PER_POD}):
     expect(lost).toBe(0);
     expect(load.errors).toEqual([]);
   });
+  it('a namespace rate limit holds across 3 replicas (shared counts), however the Service spreads connections', async () => {
+    const LIMIT = 120;
+    await cluster.apply({
+      apiVersion: 'email.bionicaisolutions.com/v1alpha1',
+      kind: 'EmailPolicy',
+      metadata: { name: 'team-rate', namespace: NS },
+      spec: {
+        relays: [NAME],
+        rules: { rateLimits: [{ per: 'namespace', messages: LIMIT, periodSeconds: 120 }] },
+      },
+    });
+    await cluster.kubectl([
+      '-n',
+      NS,
+      'patch',
+      'emailrelay',
+      NAME,
+      '--type=merge',
+      '-p',
+      '{"spec":{"replicas":3}}',
+    ]);
+    await waitUntil(
+      'the policy in the rendered config',
+      async () => {
+        const cm = (
+          await cluster.kubectl([
+            '-n',
+            NS,
+            'get',
+            'configmap',
+            `${NAME}-config`,
+            '-o',
+            'jsonpath={.data.relay\\.yaml}',
+          ])
+        ).stdout;
+        return cm.includes('team-rate');
+      },
+      120_000,
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
+      timeoutMs: 320_000,
+    });
+    const seconds = 40;
+    const names = ['rate-0', 'rate-1', 'rate-2'];
+    await Promise.all(
+      names.map((name) =>
+        cluster.startPod({
+          namespace: APP,
+          name,
+          command: loadClient(`${NAME}.${NS}.svc.cluster.local`, seconds, 50),
+        }),
+      ),
+    );
+    const res = await Promise.all(
+      names.map((name) => cluster.finishPod({ namespace: APP, name }, (seconds + 120) * 1000)),
+    );
+    const load = parseLoad(res.map((r) => r.logs).join('\n'));
+    const limited = load.errors.filter((e) => /^450 4\.7\.1/.test(e.error ?? '')).length;
+    const logs = (
+      await cluster.kubectl([
+        '-n',
+        NS,
+        'logs',
+        '-l',
+        `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=relay`,
+        '--tail=-1',
+        '--prefix',
+      ])
+    ).stdout;
+    const perPod = [0, 1, 2].map(
+      (i) =>
+        logs
+          .split('\n')
+          .filter(
+            (l) =>
+              l.startsWith(`[pod/${NAME}-${i}/`) &&
+              l.includes('"msg":"queued"') &&
+              l.includes(`"namespace":"${APP}"`),
+          ).length,
+    );
+    console.log(
+      `rate limit ${LIMIT}/120 s across 3 replicas: tried ${load.acked.length + load.errors.length}, accepted ${load.acked.length} (per pod ${perPod.join('/')}), refused 450 ${limited}, other errors ${load.errors.length - limited}`,
+    );
+    expect(load.acked.length + load.errors.length).toBeGreaterThan(2 * LIMIT);
+    expect(load.acked.length).toBeGreaterThanOrEqual(LIMIT);
+    expect(load.acked.length).toBeLessThanOrEqual(LIMIT + 10);
+  });
 });
