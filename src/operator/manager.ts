@@ -113,6 +113,7 @@ export class Manager {
       'emailrelay',
       makeRelayReconciler({
         client: this.client,
+        metrics: this.metrics,
         caches: {
           relays: this.relays,
           policies: this.policies,

@@ -11,6 +11,7 @@ import { deleteObject, isSubset, serverSideApply } from '../runtime/apply.ts';
 import { nowTime } from '../runtime/conditions.ts';
 import type { Result } from '../runtime/controller.ts';
 import type { EventRecorder } from '../runtime/events.ts';
+import type { OperatorMetrics } from '../runtime/metrics.ts';
 import { resourcePath, resourceType, splitKey } from '../runtime/resources.ts';
 import { matchesSelector, selectorString } from '../runtime/selector.ts';
 import { canonicalJson, contentHash } from './hash.ts';
@@ -64,6 +65,8 @@ export interface RelayReconcilerDeps {
   operatorNamespace?: string;
   /** How often the pods' summaries are read again without an event. Default 15 s. */
   summaryIntervalMs?: number;
+  /** Where `email_relay_stranded_queues` is kept (the StrandedQueue alert reads it). */
+  metrics?: Pick<OperatorMetrics, 'stranded'>;
 }
 
 const isOwnedBy = (obj: KubeObject, uid: string) =>
@@ -217,6 +220,7 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
     if (!relay || relay.metadata.deletionTimestamp) {
       written.delete(key);
       retries.delete(key);
+      deps.metrics?.stranded.remove({ namespace, relay: name });
       // Owner references clean up the children; the attribution controller drops its subject.
       return undefined;
     }
@@ -439,6 +443,8 @@ export function makeRelayReconciler(deps: RelayReconcilerDeps) {
       const s = jobPod ? summaries.get(jobPod.metadata.name) : undefined;
       return { ...q, ...(s ? { queued: s.queue.messages } : {}) };
     });
+
+    if (caches.claims) deps.metrics?.stranded.set({ namespace, relay: name }, strandedQueues.length);
 
     // 5. Status.
     const names = childNames(name);

@@ -37,6 +37,12 @@ export function createOperatorMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['verb', 'resource'],
       registers: [registry],
     }),
+    stranded: new Gauge({
+      name: 'email_relay_stranded_queues',
+      help: 'Queue volumes of a relay that no pod serves and that still hold mail (status.strandedQueues)',
+      labelNames: ['namespace', 'relay'],
+      registers: [registry],
+    }),
     leader: new Gauge({
       name: 'leader_election_master_status',
       help: '1 while this replica leads',

@@ -208,6 +208,12 @@ describe('queues in the EmailRelay status', () => {
       [`spool-${NAME}-2`, 2, `${NAME}-drain-2`],
     ]);
     expect(await events('QueueStranded')).toHaveLength(2);
+    // The StrandedQueue alert's source: the operator's gauge says the same as the status.
+    const gauge = async () =>
+      (await manager.metrics.stranded.get()).values.find(
+        (v) => v.labels['namespace'] === NS && v.labels['relay'] === NAME,
+      )?.value;
+    expect(await gauge()).toBe(2);
     const job = await getObject(client, 'Job', NS, `${NAME}-drain-2`);
     const pod = job.spec.template.spec;
     expect(pod.containers[0].args).toEqual([
@@ -268,6 +274,7 @@ describe('queues in the EmailRelay status', () => {
       return st?.strandedQueues?.length === 1 && st.strandedQueues;
     });
     expect(left[0].claim).toBe(`spool-${NAME}-1`);
+    await eventually('gauge follows the status', async () => (await gauge()) === 1);
     const drained = await eventually('QueueDrained', async () => {
       const e = await events('QueueDrained');
       return e.length > 0 && e;
