@@ -19,8 +19,13 @@ export interface PodSummary {
     healthy: boolean;
     lastSuccessAt?: string;
     lastRefusal?: { reply: string; at: string };
+    /** The route's hold (src/relay/delivery RouteHealth; only the fields read here). */
+    health?: { state: string; since: string; held: number; lastRefusal?: { text: string } };
   }[];
 }
+
+/** "10:42 UTC": when a hold began, as `kubectl describe` readers want it. */
+const clock = (iso: string) => `${iso.slice(11, 16)} UTC`;
 
 interface PodLike extends KubeObject {
   status?: {
@@ -196,7 +201,14 @@ export function upstreamCondition(
     return { ...base, status: 'Unknown', reason: 'NoSummary', message: 'no relay pod answered on /summary' };
   const byName = new Map<
     string,
-    { success: number; refusal?: { reply: string; at: number }; open: number; n: number }
+    {
+      success: number;
+      refusal?: { reply: string; at: number };
+      open: number;
+      n: number;
+      /** Pods holding this route for a relay-wide refusal: earliest start, mail held across them. */
+      hold?: { since: string; held: number; text: string };
+    }
   >();
   for (const s of summaries.values()) {
     for (const u of s.upstreams) {
@@ -207,13 +219,32 @@ export function upstreamCondition(
       const r = u.lastRefusal;
       if (r && (!e.refusal || Date.parse(r.at) > e.refusal.at))
         e.refusal = { reply: r.reply, at: Date.parse(r.at) };
+      const h = u.health;
+      if (h?.state === 'held' && h.lastRefusal) {
+        e.hold = {
+          since: e.hold && e.hold.since < h.since ? e.hold.since : h.since,
+          held: (e.hold?.held ?? 0) + h.held,
+          text: h.lastRefusal.text,
+        };
+      }
       byName.set(u.name, e);
     }
   }
-  const bad: { name: string; reply: string; refused: boolean }[] = [];
+  const bad: {
+    name: string;
+    reply: string;
+    refused: boolean;
+    hold?: { since: string; held: number; text: string };
+  }[] = [];
   for (const [name, e] of byName) {
-    const refused = e.refusal !== undefined && e.refusal.at > e.success;
-    if (refused || e.open === e.n) bad.push({ name, reply: e.refusal?.reply ?? 'unreachable', refused });
+    const refused = e.hold !== undefined || (e.refusal !== undefined && e.refusal.at > e.success);
+    if (refused || e.open === e.n)
+      bad.push({
+        name,
+        reply: e.refusal?.reply ?? e.hold?.text ?? 'unreachable',
+        refused,
+        ...(e.hold ? { hold: e.hold } : {}),
+      });
   }
   if (!bad.length) {
     return {
@@ -226,11 +257,19 @@ export function upstreamCondition(
     };
   }
   // A reply with an SMTP code is the upstream refusing; anything else is a failed dial.
-  const refusing = bad.some((b) => /^[45]\d\d[ -]/.test(b.reply));
+  const refusing = bad.some((b) => b.hold || /^[45]\d\d[ -]/.test(b.reply));
   return {
     ...base,
     status: 'False',
     reason: refusing ? 'UpstreamRefused' : 'UpstreamUnreachable',
-    message: bad.map((b) => `${b.name}: ${b.reply}`).join('; '),
+    // A held route (a relay-wide refusal) says who refuses, in the upstream's words, since when and
+    // how much mail waits for it: what `kubectl describe` should answer first.
+    message: bad
+      .map((b) =>
+        b.hold
+          ? `${b.name} refuses this relay: ${b.hold.text} since ${clock(b.hold.since)}, ${b.hold.held} messages held`
+          : `${b.name}: ${b.reply}`,
+      )
+      .join('; '),
   };
 }

@@ -94,5 +94,23 @@ describe('queues: pure plans', () => {
     );
     expect(down).toMatchObject({ status: 'False', reason: 'UpstreamUnreachable' });
     expect(upstreamCondition(new Map(), 3)).toMatchObject({ status: 'Unknown', reason: 'NoSummary' });
+    // A route held for a relay-wide refusal: who refuses, in Google's words, since when, how much waits.
+    const held = (since: string, n: number) =>
+      summary({
+        lastRefusal: { reply: denied, at: since },
+        health: { state: 'held', since, held: n, lastRefusal: { text: denied } },
+      });
+    const holding = upstreamCondition(
+      new Map([
+        ['a', held('2026-12-01T10:42:10Z', 200)],
+        ['b', held('2026-12-01T10:44:00Z', 112)],
+      ]),
+      3,
+    );
+    expect(holding).toMatchObject({
+      status: 'False',
+      reason: 'UpstreamRefused',
+      message: `smtp-relay.gmail.com:587 refuses this relay: ${denied} since 10:42 UTC, 312 messages held`,
+    });
   });
 });
