@@ -7,15 +7,7 @@ import { type Binaries, ensureBinaries } from './build.ts';
 import type { Log } from './go.ts';
 import { stateRoot } from './paths.ts';
 import { createPki, type Pki, SERVICE_CLUSTER_IP_RANGE, writeKubeconfig } from './pki.ts';
-import {
-  freePorts,
-  isRunning,
-  logTail,
-  type Proc,
-  startDetached,
-  stopProcess,
-  waitFor,
-} from './processes.ts';
+import { awaitReady, freePorts, isRunning, type Proc, startDetached, stopProcess } from './processes.ts';
 
 // etcd + kube-apiserver (+ kube-controller-manager) on loopback, no kubelet: controller-runtime's
 // envtest setup, plus the controllers that make sense without nodes so that owner-reference GC,
@@ -133,15 +125,7 @@ async function launch(
   const proc = startDetached(name, bin, args, join(cp.dir, `${name}.log`));
   cp.processes.push(proc);
   await saveState(cp);
-  let died = false;
-  const ok = await waitFor(async () => {
-    died = !isRunning(proc);
-    return died || (await ready().catch(() => false));
-  }, READY_TIMEOUT_MS);
-  if (!ok || died) {
-    const why = died ? 'exited' : `not ready after ${READY_TIMEOUT_MS / 1000}s`;
-    throw new Error(`${name} ${why}; last lines of ${proc.log}:\n${await logTail(proc.log)}`);
-  }
+  await awaitReady(name, proc, ready, READY_TIMEOUT_MS);
 }
 
 function etcdArgs(cp: ControlPlane, peerPort: number): string[] {

@@ -20,7 +20,7 @@ import {
   nodePaths,
 } from './node-config.ts';
 import { loadNodeState, type NodeState, saveNodeState } from './node-state.ts';
-import { freePorts, isRunning, logTail, startDetached, waitFor } from './processes.ts';
+import { awaitReady, freePorts, isRunning, logTail, startDetached, waitFor } from './processes.ts';
 
 // The in-namespace half of `up --node`: node.ts made the network namespace and runs this file in it
 // (nsenter --net), so every process started here, and every probe, lives in the node's namespace.
@@ -201,15 +201,7 @@ async function launch(
   const proc = startDetached(name, bin, args, join(state.dir, 'logs', `${name}.log`));
   state.processes.push(proc);
   await saveNodeState(state);
-  let died = false;
-  const ok = await waitFor(async () => {
-    died = !isRunning(proc);
-    return died || (await ready().catch(() => false));
-  }, READY_TIMEOUT_MS);
-  if (!ok || died) {
-    const why = died ? 'exited' : `not ready after ${READY_TIMEOUT_MS / 1000}s`;
-    throw new Error(`${name} ${why}; last lines of ${proc.log}:\n${await logTail(proc.log)}`);
-  }
+  await awaitReady(name, proc, ready, READY_TIMEOUT_MS);
 }
 
 async function kubectlRun(state: NodeState, args: string[], input?: string): Promise<string> {

@@ -99,6 +99,27 @@ export async function waitFor(
   }
 }
 
+/**
+ * Waits until a started process is `ready`, failing at once if it exits and naming the last lines
+ * of its log either way (what a person needs to see why a component did not come up).
+ */
+export async function awaitReady(
+  name: string,
+  proc: Proc,
+  ready: () => Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  let died = false;
+  const ok = await waitFor(async () => {
+    died = !isRunning(proc);
+    return died || (await ready().catch(() => false));
+  }, timeoutMs);
+  if (!ok || died) {
+    const why = died ? 'exited' : `not ready after ${timeoutMs / 1000}s`;
+    throw new Error(`${name} ${why}; last lines of ${proc.log}:\n${await logTail(proc.log)}`);
+  }
+}
+
 /** Last lines of a log file, for error messages. */
 export async function logTail(path: string, lines = 30): Promise<string> {
   const text = await readFile(path, 'utf8').catch(() => '');
