@@ -146,10 +146,11 @@ describe('per-recipient outcomes', () => {
   it('expires after maxLifetimeSeconds: bounced with the last reply, status 4.4.7', async () => {
     const { peer, h } = await setup(
       { onRcpt: (a) => (a === 'slow@example.net' ? '451 4.3.0 Mailbox busy' : undefined) },
-      { queue: { ...fast, maxLifetimeSeconds: 1 } },
+      // 2 s at 0.2-0.5 s back-off: room for the 3 deferred attempts asserted below on a loaded machine.
+      { queue: { ...fast, maxLifetimeSeconds: 2 } },
     );
     const msg = await h.submit({ from: 'app@example.com', to: ['slow@example.net'] });
-    await h.waitEmpty(10_000);
+    await h.waitEmpty(15_000);
     const dsnMsg = peer.messages.find((m) => m.from === '')!;
     const dsn = parseDsn(dsnMsg.raw);
     expect(Object.fromEntries(dsn.status.recipients[0]!)).toMatchObject({
