@@ -101,6 +101,11 @@ export interface RelayOptions {
   /** serve /metrics on a free port (the relay's own heap figures) */
   http?: boolean;
   config?: RelayConfigInput;
+  /** a command the relay runs under, e.g. valgrind and its flags (the node command line follows) */
+  wrapper?: string[];
+  /** how long the relay may take to start and to stop (slow under valgrind) */
+  startTimeoutMs?: number;
+  stopGraceMs?: number;
 }
 
 export interface RelayInstance {
@@ -137,20 +142,22 @@ export async function startRelay(build: Build, opts: RelayOptions): Promise<Rela
   await writeFile(configFile, stringify(config));
   await mkdir(join(dir, 'prof'), { recursive: true });
   const logFile = await open(join(dir, 'relay.log'), 'w');
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      ...(opts.cpuProfile ? ['--cpu-prof', '--cpu-prof-dir', join(dir, 'prof')] : []),
-      ...(opts.nodeArgs ?? []),
-    ]
-      .concat(build.argv)
-      .concat(['relay', '--config', configFile]),
-    { stdio: ['ignore', logFile.fd, logFile.fd], cwd: dir, env: { ...process.env, ...opts.env } },
-  );
+  const argv = [
+    ...(opts.cpuProfile ? ['--cpu-prof', '--cpu-prof-dir', join(dir, 'prof')] : []),
+    ...(opts.nodeArgs ?? []),
+  ]
+    .concat(build.argv)
+    .concat(['relay', '--config', configFile]);
+  const [cmd, ...args] = [...(opts.wrapper ?? []), process.execPath, ...argv];
+  const child: ChildProcess = spawn(cmd!, args, {
+    stdio: ['ignore', logFile.fd, logFile.fd],
+    cwd: dir,
+    env: { ...process.env, ...opts.env },
+  });
   await logFile.close();
   let keep = false;
   const stop = onCleanup(async () => {
-    await terminate(child, 30_000);
+    await terminate(child, opts.stopGraceMs ?? 30_000);
     if (opts.cpuProfile) {
       const file = (await readdir(join(dir, 'prof'))).find((f) => f.endsWith('.cpuprofile'));
       if (file) await copyFile(join(dir, 'prof', file), opts.cpuProfile);
@@ -166,7 +173,7 @@ export async function startRelay(build: Build, opts: RelayOptions): Promise<Rela
           throw new Error(`relay exited ${child.exitCode}: ${(await log()).slice(-2000)}`);
         return (await log()).includes('"relay started"');
       },
-      30_000,
+      opts.startTimeoutMs ?? 30_000,
       50,
     );
   } catch (err) {
