@@ -47,17 +47,43 @@ send();
 }
 
 /**
- * One message per connection for `seconds`, as fast as the relay answers. Prints a JSON line per
- * message: {"id", "ok": true, "response"} or {"id", "error"}, then {"done": true, acked, errors}.
- * Every id carries the pod name, so a test can match acknowledgements to deliveries.
+ * One message per connection for `seconds`, as fast as the relay answers (then `pauseMs`). First it
+ * waits to be admitted: an SMTP greeting on `host` (retried for up to 60 s, as a pod just started
+ * is refused until the NetworkPolicy knows its IP), then prints {"started": true, t}. From then on
+ * nothing is retried: a JSON line per message, {"id", "ok": true, "response"} or {"id", "t",
+ * "error", "detail"}, then {"done": true, acked, errors}. Every id carries the pod name, so a test
+ * can match acknowledgements to deliveries.
  */
 export function loadClient(host: string, seconds: number, pauseMs = 0): string[] {
   const script = `
+const net = require('net');
 const nodemailer = require('nodemailer');
 const pod = process.env.POD_NAME || require('os').hostname();
-const until = Date.now() + ${seconds * 1000};
+const greeted = () => new Promise((resolve) => {
+  const s = net.connect(25, '${host}');
+  let buf = '';
+  const done = (ok) => { s.destroy(); resolve(ok); };
+  s.setTimeout(5000, () => done(false));
+  s.on('error', () => done(false));
+  s.on('data', (d) => {
+    buf += d;
+    if (!/^220 /m.test(buf) || s.writableEnded) return;
+    s.end('QUIT\\r\\n');
+    s.once('close', () => resolve(true));
+  });
+});
 let seq = 0, acked = 0, errors = 0;
 (async () => {
+  const admitBy = Date.now() + 60000;
+  let probes = 0;
+  for (;;) {
+    probes++;
+    if (await greeted()) break;
+    if (Date.now() > admitBy) { console.log(JSON.stringify({ admitted: false, probes })); process.exit(1); }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  console.log(JSON.stringify({ started: true, t: Date.now(), probes }));
+  const until = Date.now() + ${seconds * 1000};
   while (Date.now() < until) {
     const id = pod + '-' + (++seq);
     const t = nodemailer.createTransport({ host: '${host}', port: 25, secure: false, connectionTimeout: 5000, greetingTimeout: 5000, socketTimeout: 15000 });
@@ -67,7 +93,7 @@ let seq = 0, acked = 0, errors = 0;
       console.log(JSON.stringify({ id, ok: true, response: info.response }));
     } catch (e) {
       errors++;
-      console.log(JSON.stringify({ id, error: String(e && (e.response || e.code || e.message)) }));
+      console.log(JSON.stringify({ id, t: Date.now(), error: String(e && (e.response || e.code || e.message)), detail: String(e && e.message) }));
       await new Promise((r) => setTimeout(r, 200));
     }
     t.close();
@@ -81,7 +107,8 @@ let seq = 0, acked = 0, errors = 0;
 
 export interface LoadResult {
   acked: string[];
-  errors: { id: string; error: string }[];
+  /** `t`: when the client saw it (ms epoch); `detail`: the error's message (e.g. connect ECONNREFUSED ...). */
+  errors: { id: string; error: string; t?: number; detail?: string }[];
 }
 
 /** "n x reason" per distinct client error, most frequent first. */
@@ -101,10 +128,24 @@ export function parseLoad(logs: string): LoadResult {
   const out: LoadResult = { acked: [], errors: [] };
   for (const line of logs.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const r = JSON.parse(line) as { id?: string; ok?: boolean; error?: string; done?: boolean };
-    if (r.done || !r.id) continue;
+    const r = JSON.parse(line) as {
+      started?: boolean;
+      id?: string;
+      ok?: boolean;
+      error?: string;
+      detail?: string;
+      t?: number;
+      done?: boolean;
+    };
+    if (r.done || r.started || !r.id) continue;
     if (r.ok) out.acked.push(r.id);
-    else out.errors.push({ id: r.id, error: r.error ?? '' });
+    else
+      out.errors.push({
+        id: r.id,
+        error: r.error ?? '',
+        ...(r.t ? { t: r.t } : {}),
+        ...(r.detail ? { detail: r.detail } : {}),
+      });
   }
   return out;
 }

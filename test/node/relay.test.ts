@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorSummary, loadClient, nodemailerSnippet, parseLoad, pythonSnippet } from './clients.ts';
+import { errorSummary, nodemailerSnippet, pythonSnippet } from './clients.ts';
 import { type NodeCluster, nodeCluster, waitUntil } from './cluster.ts';
+import { startLoad } from './load.ts';
 import {
   APP_NAMESPACE,
   deployOperator,
@@ -13,6 +14,7 @@ import {
   waitForRelay,
 } from './product.ts';
 import { type NodeSink, startNodeSink } from './sink.ts';
+import { aroundErrors, startTimeline } from './timeline.ts';
 
 // The product as a platform team runs it, on a real node: the operator from deploy/base, the seed's
 // relay from deploy/samples, clients in pods sending to the seed's DNS names through Services and
@@ -157,28 +159,19 @@ describe('the product on a real node', () => {
   });
 
   /**
-   * Starts `n` load pods in the app namespace sending to the Service for `seconds`, each pausing
-   * 400 ms between messages: together about 400 a minute, under the sample EmailPolicy's 600 per
-   * minute per namespace, so every client error is the relay's, not the policy's.
+   * Three load pods in the app namespace sending to the Service, each pausing 400 ms between
+   * messages: together about 400 a minute, under the sample EmailPolicy's 600 per minute per
+   * namespace, so every client error is the relay's, not the policy's.
    */
-  const startLoad = async (prefix: string, n: number, seconds: number) => {
-    const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-    await Promise.all(
-      names.map((name) =>
-        cluster.startPod({
-          namespace: APP_NAMESPACE,
-          name,
-          command: loadClient(RELAY_HOSTS[0] as string, seconds, 400),
-        }),
-      ),
-    );
-    return async () => {
-      const res = await Promise.all(
-        names.map((name) => cluster.finishPod({ namespace: APP_NAMESPACE, name }, (seconds + 120) * 1000)),
-      );
-      return parseLoad(res.map((r) => r.logs).join('\n'));
-    };
-  };
+  const load = (prefix: string, seconds: number) =>
+    startLoad(cluster, {
+      namespace: APP_NAMESPACE,
+      prefix,
+      n: 3,
+      host: RELAY_HOSTS[0] as string,
+      seconds,
+      pauseMs: 400,
+    });
 
   const waitDelivered = async (acked: string[]) => {
     const want = acked.map((id) => `load ${id}`);
@@ -197,7 +190,7 @@ describe('the product on a real node', () => {
   it('a relay pod force-deleted under load: after it returns on its PVC, every 250-acknowledged message is delivered', async () => {
     // The sink stops first, so acknowledged mail waits in the pods' queues when pod 0 is killed.
     await sink.stop();
-    const finish = await startLoad('load-kill', 3, 40);
+    const running = await load('load-kill', 40);
     await new Promise((r) => setTimeout(r, 15_000));
     // What pod 0 holds undelivered when it dies (the upstream is down, so everything it queued).
     const pod0 = (await cluster.kubectl(['-n', RELAY_NAMESPACE, 'logs', `${RELAY_NAME}-0`])).stdout;
@@ -211,19 +204,21 @@ describe('the product on a real node', () => {
       '--grace-period=0',
       '--force',
     ]);
-    const load = await finish();
+    const res = await running.finish();
     await waitForRelay(cluster);
     await sink.start();
-    const delivered = await waitDelivered(load.acked);
+    const delivered = await waitDelivered(res.acked);
+    // A pod killed without a grace period cuts the sessions it had open: those clients may see an
+    // error (and retry); what the issue asks here is that nothing acknowledged is lost.
     console.log(
-      `force-delete under load: acked ${load.acked.length} (${heldByPod0} queued on the killed pod), delivered ${delivered}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+      `force-delete under load: acked ${res.acked.length} (${heldByPod0} queued on the killed pod), delivered ${delivered}, client errors ${res.errors.length} (${errorSummary(res.errors)})`,
     );
     expect(heldByPod0).toBeGreaterThan(10);
-    expect(load.acked.length).toBeGreaterThan(20);
-    expect(delivered).toBe(load.acked.length);
+    expect(res.acked.length).toBeGreaterThan(20);
+    expect(delivered).toBe(res.acked.length);
   });
 
-  it('a config change rolls the StatefulSet under one-message-per-connection load: nothing acknowledged is lost', async () => {
+  it('a config change rolls the StatefulSet under one-message-per-connection load: 0 client errors, nothing acknowledged lost', async () => {
     const before = (
       await cluster.kubectl([
         '-n',
@@ -235,10 +230,13 @@ describe('the product on a real node', () => {
         'jsonpath={.status.updateRevision}',
       ])
     ).stdout;
-    const loadSeconds = 75;
-    const loadEnds = Date.now() + loadSeconds * 1000;
-    const finish = await startLoad('load-roll', 3, loadSeconds);
-    await new Promise((r) => setTimeout(r, 10_000));
+    const timeline = startTimeline(cluster, RELAY_NAMESPACE, {
+      podSelector: RELAY_SELECTOR,
+      service: RELAY_NAME,
+    });
+    timeline.followLogs(await cluster.pods(RELAY_NAMESPACE, RELAY_SELECTOR));
+    const running = await load('load-roll', 75);
+    await new Promise((r) => setTimeout(r, 5_000));
     // A new config hash: the operator rewrites the ConfigMap and the pod template's annotation.
     await cluster.kubectl([
       '-n',
@@ -270,14 +268,17 @@ describe('the product on a real node', () => {
     );
     await waitForRelay(cluster);
     // The whole roll happened while the clients were sending.
-    expect(Date.now()).toBeLessThan(loadEnds);
-    const load = await finish();
-    const delivered = await waitDelivered(load.acked);
-    const lost = load.acked.length - delivered;
+    expect(Date.now()).toBeLessThan(running.endsAt);
+    const res = await running.finish();
+    const events = timeline.stop();
+    const delivered = await waitDelivered(res.acked);
+    const lost = res.acked.length - delivered;
     console.log(
-      `rolling config change under load: acked ${load.acked.length}, delivered ${delivered}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+      `rolling config change under load: acked ${res.acked.length}, delivered ${delivered}, lost ${lost}, client errors ${res.errors.length} (${errorSummary(res.errors)}); greetings each client needed before NetworkPolicy admitted it: ${running.probes.join('/')}`,
     );
-    expect(load.acked.length).toBeGreaterThan(20);
+    if (res.errors.length) console.log(aroundErrors(events, res.errors, timeline.startedAt));
+    expect(res.acked.length).toBeGreaterThan(100);
     expect(lost).toBe(0);
+    expect(res.errors).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorSummary, loadClient, parseLoad } from './clients.ts';
+import { errorSummary } from './clients.ts';
 import { type NodeCluster, nodeCluster, waitUntil } from './cluster.ts';
+import { startLoad } from './load.ts';
 import { deployOperator, OPERATOR_NAMESPACE } from './product.ts';
 import { type NodeSink, startNodeSink } from './sink.ts';
 
@@ -76,6 +77,17 @@ for i in range(3):
         print('ACK ' + subject, flush=True)
 `;
   return ['/usr/bin/python3', '-c', script];
+}
+
+/** Of the load's acknowledged ids, how many never reached the sink (waits up to 5 minutes). */
+async function lostOf(acked: string[]): Promise<number> {
+  const want = acked.map((id) => `load ${id}`);
+  const subjects = (m: { data: string }[]) => new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
+  const msgs = await sink
+    .waitFor(`${want.length} acknowledged`, (m) => want.every((w) => subjects(m).has(w)), 300_000)
+    .catch(() => sink.messages());
+  const got = subjects(msgs);
+  return want.filter((w) => !got.has(w)).length;
 }
 
 interface RelayStatus {
@@ -328,37 +340,22 @@ for n in range(${PER_POD}):
   });
 
   it('kubectl rollout restart under one-message-per-connection load: 0 client errors, 0 lost', async () => {
-    const seconds = 90;
-    const names = ['roll-0', 'roll-1', 'roll-2'];
-    await Promise.all(
-      names.map((name) =>
-        cluster.startPod({
-          namespace: APP,
-          name,
-          command: loadClient(`${NAME}.${NS}.svc.cluster.local`, seconds, 400),
-        }),
-      ),
-    );
-    await new Promise((r) => setTimeout(r, 10_000));
+    const running = await startLoad(cluster, {
+      namespace: APP,
+      prefix: 'roll',
+      n: 3,
+      host: `${NAME}.${NS}.svc.cluster.local`,
+      seconds: 90,
+      pauseMs: 400,
+    });
+    await new Promise((r) => setTimeout(r, 5_000));
     await cluster.kubectl(['-n', NS, 'rollout', 'restart', `sts/${NAME}`]);
     await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
       timeoutMs: 320_000,
     });
-    const res = await Promise.all(
-      names.map((name) => cluster.finishPod({ namespace: APP, name }, (seconds + 120) * 1000)),
-    );
-    const load = parseLoad(res.map((r) => r.logs).join('\n'));
-    const want = load.acked.map((id) => `load ${id}`);
-    const msgs = await sink.waitFor(
-      `${want.length} acknowledged`,
-      (m) => {
-        const got = new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
-        return want.every((w) => got.has(w));
-      },
-      300_000,
-    );
-    const got = new Set(msgs.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
-    const lost = want.filter((w) => !got.has(w)).length;
+    expect(Date.now()).toBeLessThan(running.endsAt);
+    const load = await running.finish();
+    const lost = await lostOf(load.acked);
     console.log(
       `rollout restart under load: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
     );
@@ -409,21 +406,16 @@ for n in range(${PER_POD}):
     await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
       timeoutMs: 320_000,
     });
-    const seconds = 40;
-    const names = ['rate-0', 'rate-1', 'rate-2'];
-    await Promise.all(
-      names.map((name) =>
-        cluster.startPod({
-          namespace: APP,
-          name,
-          command: loadClient(`${NAME}.${NS}.svc.cluster.local`, seconds, 50),
-        }),
-      ),
-    );
-    const res = await Promise.all(
-      names.map((name) => cluster.finishPod({ namespace: APP, name }, (seconds + 120) * 1000)),
-    );
-    const load = parseLoad(res.map((r) => r.logs).join('\n'));
+    const load = await (
+      await startLoad(cluster, {
+        namespace: APP,
+        prefix: 'rate',
+        n: 3,
+        host: `${NAME}.${NS}.svc.cluster.local`,
+        seconds: 40,
+        pauseMs: 50,
+      })
+    ).finish();
     const limited = load.errors.filter((e) => /^450 4\.7\.1/.test(e.error ?? '')).length;
     const logs = (
       await cluster.kubectl([
