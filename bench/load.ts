@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -56,6 +56,8 @@ export interface LoadOptions {
   /** offered messages per second over all sessions; 0 = as fast as the server answers */
   rate: number;
   timeoutMs: number;
+  /** write every request here, one JSON line each: {t: epoch ms of the final dot, ms: latency, s: session} */
+  trace?: string;
 }
 
 export interface LoadResult {
@@ -161,6 +163,7 @@ export function payload(size: number): Buffer {
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const body = payload(o.size);
   const latencies: number[] = [];
+  const requests: string[] = [];
   const errors: string[] = [];
   let next = 0;
   let failed = 0;
@@ -211,6 +214,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         await client.write('.\r\n');
         const r = await client.expect(250);
         latencies.push(r.at - dot);
+        if (o.trace)
+          requests.push(
+            `{"t":${(performance.timeOrigin + dot).toFixed(3)},"ms":${(r.at - dot).toFixed(3)},"s":${s}}\n`,
+          );
       } catch (err) {
         failed++;
         if (errors.length < 10) errors.push((err as Error).message);
@@ -228,6 +235,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   await Promise.all(Array.from({ length: o.sessions }, (_, s) => session(s)));
   for (const c of clients) c.close();
   const seconds = (performance.now() - t0) / 1000;
+  if (o.trace) writeFileSync(o.trace, requests.join(''));
   latencies.sort((a, b) => a - b);
   const r2 = (x: number) => Math.round(x * 100) / 100;
   return {
@@ -248,7 +256,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
 /** Runs the latency client in a child process and returns its result. */
 export async function runLoadProcess(o: LoadOptions): Promise<LoadResult> {
   const args = ['--import', 'tsx', new URL(import.meta.url).pathname];
-  for (const [k, v] of Object.entries(o)) args.push(`--${k}`, String(v));
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) args.push(`--${k}`, String(v));
   const r = await run(process.execPath, args, o.timeoutMs + 30_000);
   if (r.code !== 0) throw new Error(`load client exited ${r.code}: ${r.stderr.trim()}`);
   return JSON.parse(r.stdout) as LoadResult;
@@ -263,6 +271,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       size: { type: 'string', default: '2048' },
       rate: { type: 'string', default: '0' },
       timeoutMs: { type: 'string', default: '120000' },
+      trace: { type: 'string' },
     },
   });
   if (!values.port) throw new Error('usage: load.ts --port N [--sessions N --messages N --size B --rate R]');
@@ -273,6 +282,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     size: Number(values.size),
     rate: Number(values.rate),
     timeoutMs: Number(values.timeoutMs),
+    ...(values.trace ? { trace: values.trace } : {}),
   });
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

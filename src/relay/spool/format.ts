@@ -226,6 +226,8 @@ export interface BadRegion {
   kind: 'torn' | 'corrupt';
   /** Queue ids read from record headers in the region (when legible): the messages it cost. */
   ids: string[];
+  /** Only zeros: the unused, preallocated end of a segment (journal.ts), or a sparse tail. */
+  zero?: true;
 }
 
 export interface DecodedJournal {
@@ -293,10 +295,30 @@ function idsIn(buf: Buffer, start: number, end: number): string[] {
 function isTorn(buf: Buffer, start: number): boolean {
   if (start + RECORD_HEADER_SIZE > buf.length) return true;
   if (buf.subarray(start, start + 4).equals(RECORD_MAGIC)) {
-    return start + RECORD_HEADER_SIZE + buf.readUInt32LE(start + 8) > buf.length;
+    const end = start + RECORD_HEADER_SIZE + buf.readUInt32LE(start + 8);
+    if (end > buf.length) return true;
+    // In a preallocated segment an append cut by a crash is followed by the zero fill and has
+    // sectors of it left inside: a sector the write never reached.
+    return end < buf.length && isZero(buf, end, buf.length) && hasZeroSector(buf, start, end);
   }
-  for (let i = start; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return isZero(buf, start, buf.length);
+}
+
+const SECTOR = 512;
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  for (let at = start; at < end; at += ZERO_BLOCK.length) {
+    const n = Math.min(ZERO_BLOCK.length, end - at);
+    if (!buf.subarray(at, at + n).equals(ZERO_BLOCK.subarray(0, n))) return false;
+  }
   return true;
+}
+
+function hasZeroSector(buf: Buffer, start: number, end: number): boolean {
+  for (let at = Math.ceil(start / SECTOR) * SECTOR; at + SECTOR <= end; at += SECTOR)
+    if (isZero(buf, at, at + SECTOR)) return true;
+  return false;
 }
 
 /**
@@ -318,7 +340,8 @@ export function decodeJournal(buf: Buffer): DecodedJournal {
     const next = resync(buf, off);
     const end = next === -1 ? buf.length : next;
     const kind = next === -1 && isTorn(buf, off) ? 'torn' : 'corrupt';
-    bad.push({ start: off, end, kind, ids: idsIn(buf, off, end) });
+    const zero = next === -1 && isZero(buf, off, end);
+    bad.push({ start: off, end, kind, ids: idsIn(buf, off, end), ...(zero ? { zero: true as const } : {}) });
     if (next === -1) break;
     off = next;
   }

@@ -64,6 +64,7 @@ import {
 } from './layout.ts';
 import { acquireLock, isCode, type LockHandle } from './lock.ts';
 import { RecentMessages } from './recent.ts';
+import { nowMs, spoolTrace } from './trace.ts';
 import type {
   NewMessage,
   QuarantinedMessage,
@@ -287,7 +288,9 @@ class SpoolImpl implements RelaySpool {
     for (const s of segments) {
       for (const b of s.bad) {
         const where = { segment: s.path, offset: b.start, bytes: b.end - b.start, ids: b.ids };
-        if (b.kind === 'torn')
+        if (b.zero)
+          logger.debug(where, 'spool: journal segment ends in zero fill (preallocated, unused), ignored');
+        else if (b.kind === 'torn')
           logger.warn(
             where,
             'spool: journal tail cut (an append a crash interrupted: never acknowledged), ignored',
@@ -835,6 +838,7 @@ class SpoolImpl implements RelaySpool {
    * segment. Messages removed before this never cost a file.
    */
   private async checkpointSegment(seg: Segment): Promise<void> {
+    const t0 = spoolTrace && nowMs();
     await this.journal.settled(seg);
     const live: IndexEntry[] = [];
     for (const id of seg.puts) {
@@ -864,6 +868,15 @@ class SpoolImpl implements RelaySpool {
     for (const e of live) if (e.seg === seg.seq) e.seg = -1;
     this.io.checkpoints++;
     this.io.checkpointedMessages += homeless.length;
+    if (spoolTrace && t0)
+      spoolTrace({
+        ev: 'checkpoint',
+        t: t0,
+        ms: nowMs() - t0,
+        seq: seg.seq,
+        written: homeless.length,
+        live: live.length,
+      });
     this.logger.debug(
       { seq: seg.seq, written: homeless.length, gone: seg.puts.length - live.length },
       'spool checkpoint',

@@ -186,4 +186,34 @@ describe('journal records', () => {
     expect(records.length).toBe(2);
     expect(bad.map((b) => b.kind)).toEqual(['torn']);
   });
+
+  it('the zero fill says it is only zeros (the unused end of a preallocated segment)', () => {
+    const { bad } = decodeJournal(Buffer.concat([stream, Buffer.alloc(4096)]));
+    expect(bad).toEqual([
+      { start: stream.length, end: stream.length + 4096, kind: 'torn', ids: [], zero: true },
+    ]);
+  });
+
+  // A preallocated segment: records, then zeros. A crash during the last append leaves sectors
+  // of it unwritten (zeros) inside the record; a bit flip in a complete one leaves none.
+  const big = encodeMessageImage([Buffer.alloc(3000, 'x')], 3000, encodeEnvelope(msg));
+  const bigRecord = concat(encodePutRecord('1KQ4Z8M2B0000002', big));
+  const segment = () => Buffer.concat([stream, bigRecord, Buffer.alloc(64 * 1024)]);
+  const start = stream.length;
+
+  it('an append cut inside the zero fill of a preallocated segment is torn, not damage', () => {
+    const buf = segment();
+    const sector = Math.ceil((start + 600) / 512) * 512;
+    buf.fill(0, sector, sector + 1024); // two sectors the write never reached
+    const { records, bad } = decodeJournal(buf);
+    expect(records.map((r) => r.type)).toEqual(['put', 'del']);
+    expect(bad[0]).toMatchObject({ start, kind: 'torn', ids: ['1KQ4Z8M2B0000002'] });
+    expect(bad[0]!.zero).toBeUndefined();
+  });
+
+  it('a flipped byte in the last record before the zero fill is still damage', () => {
+    const buf = segment();
+    buf[start + 1500] = buf[start + 1500]! ^ 0x01;
+    expect(decodeJournal(buf).bad[0]).toMatchObject({ start, kind: 'corrupt' });
+  });
 });
