@@ -35,7 +35,8 @@ async function relay(args: string[]): Promise<void> {
     ...(values.config ? { file: values.config } : {}),
     flags,
   });
-  const logger = createLogger(config.logLevel, { addresses: config.logAddresses });
+  // Synchronous: two lines per message, each otherwise a thread-pool round trip (logger.ts).
+  const logger = createLogger(config.logLevel, { addresses: config.logAddresses, sync: true });
   if (drainOnly) {
     const { runDrainOnly } = await import('./relay/drain-only.ts');
     const report = await runDrainOnly(config, logger);

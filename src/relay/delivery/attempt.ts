@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { QueuedMessage, QueuedRecipient, Spool } from '../spool/types.ts';
 import { type Batch, batchRecipients } from './batch.ts';
 import { interruption } from './deadlines.ts';
@@ -168,7 +168,7 @@ export async function attemptUpstream(
   return out;
 }
 
-function sendBatch(
+async function sendBatch(
   msg: QueuedMessage,
   batch: Batch<QueuedRecipient>,
   session: Session,
@@ -193,14 +193,39 @@ function sendBatch(
   let body: Readable;
   try {
     body = ctx.spool.openBody(msg.id) as Readable;
+    if (msg.size <= ONE_CHUNK_BYTES) body = await inOneChunk(body);
   } catch (err) {
     const v = verdictOfError({
       message: `cannot read queued message: ${(err as Error).message}`,
       code: 'ESTREAM',
     });
-    return Promise.resolve({ verdicts: new Map(env.to.map((a) => [a, v])), replies: [], untouched: true });
+    return { verdicts: new Map(env.to.map((a) => [a, v])), replies: [], untouched: true };
   }
   return ctx.pool.send(session, env, body, signal);
+}
+
+/**
+ * Bodies up to this size are read from the spool before the transaction and go to the upstream
+ * as one chunk: the spool hands a message over in the pieces it was stored in (Received header,
+ * header block, body...), and each piece was a write(2) to the upstream socket (4 per 2 KB
+ * message, plus the final dot); now the message is one write and the dot another. The journal
+ * keeps messages this small in memory, and a spool that cannot be read fails the attempt before
+ * the upstream saw a byte (no broken session).
+ */
+const ONE_CHUNK_BYTES = 256 * 1024;
+
+async function inOneChunk(body: Readable): Promise<Readable> {
+  const parts: Buffer[] = [];
+  try {
+    for await (const chunk of body) parts.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  } finally {
+    body.destroy();
+  }
+  const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  const one = new Readable({ read() {} });
+  one.push(whole);
+  one.push(null);
+  return one;
 }
 
 /** Why no session could be had: the breaker held the attempt back, or the dial failed. */

@@ -178,22 +178,43 @@ export class InboundServer {
   }
 
   private greet(conn: Connection, ready: () => void): void {
+    // Known without a lookup (an allowed network, or no Kubernetes attribution): greet in this
+    // turn of the event loop, no promise and no setImmediate hop before the 220.
+    const known = this.knownSlotClass(conn.remoteAddress);
+    if (known) {
+      this.admit(conn, known, ready);
+      return;
+    }
     this.slotClass(conn.remoteAddress).then(
-      (cls) => {
-        const release = this.slots.take(cls);
-        if (conn.gone()) return release?.(); // gone while we looked it up: the close handler already ran
-        if (!release) return this.send(conn, replies.portsBusy());
-        conn.state.release = release;
-        // With a greet delay, smtp-server refuses a client that talks before the 220 (pregreet).
-        const delay = this.deps.config.smtp.greetDelaySeconds * 1000;
-        if (delay > 0) setTimeout(ready, delay).unref();
-        else setImmediate(ready);
-      },
+      (cls) => this.admit(conn, cls, ready),
       (err: unknown) => {
         this.deps.logger.error({ err }, 'cannot classify a client');
         conn.destroy();
       },
     );
+  }
+
+  private admit(conn: Connection, cls: SlotClass, ready: () => void): void {
+    const release = this.slots.take(cls);
+    if (conn.gone()) {
+      release?.(); // gone while we looked it up: the close handler already ran
+      return;
+    }
+    if (!release) {
+      this.send(conn, replies.portsBusy());
+      return;
+    }
+    conn.state.release = release;
+    // With a greet delay, smtp-server refuses a client that talks before the 220 (pregreet).
+    const delay = this.deps.config.smtp.greetDelaySeconds * 1000;
+    if (delay > 0) setTimeout(ready, delay).unref();
+    else ready();
+  }
+
+  /** The slot class when no attribution lookup is needed to know it. */
+  private knownSlotClass(remoteAddress: string): SlotClass | undefined {
+    if (this.networks.contains(normalizeAddress(remoteAddress))) return 'inside';
+    return this.deps.attribution ? undefined : 'outside';
   }
 
   /** Clients that may relay take maxClients' slots; the others a small pool of their own. */
@@ -470,9 +491,17 @@ export class InboundServer {
       this.send(conn, replies.timeout());
     }, this.deps.config.smtp.dataTimeoutSeconds * 1000);
     this.receive(stream, conn).then(
-      (reply) => {
+      ({ reply, afterReply }) => {
         clearTimeout(timer);
+        // The 250 first (smtp-server writes it to the socket in this call), then the log line and
+        // the hand-off to delivery, whose first steps would otherwise run before the reply.
         cb(null, reply);
+        try {
+          afterReply();
+        } catch (err) {
+          // Queued durably all the same: delivery finds it at the next start or queue flush.
+          this.deps.logger.error({ err }, 'cannot hand a queued message to delivery');
+        }
         this.transactionDone(conn);
       },
       (err: unknown) => {
@@ -501,8 +530,14 @@ export class InboundServer {
     }
   }
 
-  /** Streams one message into the spool; resolves with the 250 text or rejects with a reply. */
-  private async receive(stream: SMTPServerDataStream, conn: Connection): Promise<string> {
+  /**
+   * Streams one message into the spool; resolves with the 250 text and what to do once it is
+   * sent (log, hand to delivery), or rejects with a reply.
+   */
+  private async receive(
+    stream: SMTPServerDataStream,
+    conn: Connection,
+  ): Promise<{ reply: string; afterReply: () => void }> {
     const { config, spool, logger, metrics } = this.deps;
     const session = conn.session;
     const tx = conn.state.transaction;
@@ -593,28 +628,30 @@ export class InboundServer {
       metrics.acceptDuration.observe(Number(process.hrtime.bigint() - endOfData) / 1e9);
       metrics.messagesReceived.inc();
       metrics.bytesReceived.inc(queued.size);
-      logger.info(
-        {
-          queueId: queued.id,
-          messageId: meta.messageId,
-          from: meta.from,
-          to: meta.recipients.map((r) => r.address),
-          originalFrom: meta.from !== sender ? sender : undefined,
-          namespace: client.namespace,
-          pod: client.pod,
+      const afterReply = () => {
+        logger.info(
+          {
+            queueId: queued.id,
+            messageId: meta.messageId,
+            from: meta.from,
+            to: meta.recipients.map((r) => r.address),
+            originalFrom: meta.from !== sender ? sender : undefined,
+            namespace: client.namespace,
+            pod: client.pod,
+            size: queued.size,
+            client: meta.client.address,
+            normalized: filter.bareLineEnding || undefined,
+          },
+          'queued',
+        );
+        this.deps.onQueued({
+          id: queued.id,
           size: queued.size,
-          client: meta.client.address,
-          normalized: filter.bareLineEnding || undefined,
-        },
-        'queued',
-      );
-      this.deps.onQueued({
-        id: queued.id,
-        size: queued.size,
-        receivedAt: queued.receivedAt,
-        nextAttemptAt: queued.nextAttemptAt,
-      });
-      return replies.queued(queued.id);
+          receivedAt: queued.receivedAt,
+          nextAttemptAt: queued.nextAttemptAt,
+        });
+      };
+      return { reply: replies.queued(queued.id), afterReply };
     } catch (err) {
       await writer.abort().catch(() => undefined);
       throw err;

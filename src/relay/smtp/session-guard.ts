@@ -60,18 +60,25 @@ export interface CommandGuard {
 
 /** Arms the command deadline on a connection; `expire` sends the 421 (which closes it). */
 export function guardCommands(conn: GuardedConnection, timeoutMs: number, expire: () => void): CommandGuard {
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(fire, timeoutMs);
-    timer.unref();
-  };
+  let stopped = false;
   const fire = () => {
-    if (conn.closing()) return;
+    if (stopped || conn.closing()) return;
     // The client owes us nothing now: the deadline starts again once it does.
     if (conn.waitingForUs()) return arm();
     expire();
   };
-  arm();
-  return { commandSeen: arm, stop: () => clearTimeout(timer) };
+  // One timer per session, restarted with refresh() (also after it fired): no Timeout object
+  // created and no timer-list insert per command.
+  const timer = setTimeout(fire, timeoutMs);
+  timer.unref();
+  const arm = () => {
+    if (!stopped) timer.refresh();
+  };
+  return {
+    commandSeen: arm,
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
