@@ -48,6 +48,8 @@ export interface JournalItem {
   bufs: Buffer[];
   /** ID of a PUT record. */
   put?: string;
+  /** Nobody answers a client on it (a DEL): may wait a moment to share the next PUT's fdatasync. */
+  lazy?: boolean;
   /** Set once durable: the segment, and for a PUT the offset of its message image. */
   seg?: Segment;
   off?: number;
@@ -90,6 +92,12 @@ interface JournalOptions {
  */
 export const PREALLOCATE_BYTES = Number(process.env.EMAIL_RELAY_JOURNAL_PREALLOCATE ?? 1024 * 1024);
 const ZEROS = Buffer.alloc(64 * 1024);
+
+/**
+ * How long a DEL waits for a PUT to share a flush with (one message's round trips at 1 session).
+ * EMAIL_RELAY_JOURNAL_LAZY_MS=0 turns it off (bench A/B).
+ */
+const LAZY_MS = Number(process.env.EMAIL_RELAY_JOURNAL_LAZY_MS ?? 10);
 
 export function segmentPath(walDir: string, seq: number): string {
   return join(walDir, segmentFileName(seq));
@@ -171,7 +179,7 @@ export class Journal {
     nextSeq: number,
   ) {
     this.nextSeq = nextSeq;
-    this.commits = new GroupCommit((items) => this.flush(items));
+    this.commits = new GroupCommit((items) => this.flush(items), LAZY_MS);
   }
 
   static async open(
@@ -202,7 +210,7 @@ export class Journal {
 
   /** Resolves once the record is durable; item.seg (and item.off for a PUT) then say where. */
   async append(item: JournalItem): Promise<void> {
-    await this.commits.submit(item);
+    await this.commits.submit(item, item.lazy);
   }
 
   get active(): Segment | undefined {

@@ -565,7 +565,7 @@ class SpoolImpl implements RelaySpool {
       if (e.gen > 0) await unlinkQuiet(statePath(this.dirs.queueDir, e));
       if (e.seg >= 0) {
         // A PUT of it is still in the journal: without this, a replay would bring it back.
-        await this.journal.append({ bufs: encodeDelRecord(id) });
+        await this.journal.append({ bufs: encodeDelRecord(id), lazy: true });
       } else {
         await this.syncQueueDir();
       }

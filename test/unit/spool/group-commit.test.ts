@@ -78,4 +78,56 @@ describe('GroupCommit', () => {
     expect(done).toBe(2);
     expect(gc.pending).toBe(0);
   });
+
+  it('a lazy item waits for an eager one and goes out in its flush', async () => {
+    const batches: string[][] = [];
+    const gc = new GroupCommit<string>(async (items) => {
+      batches.push(items);
+      await tick(1);
+    }, 60_000);
+    await gc.submit('put0'); // mail is coming in
+    batches.length = 0;
+    let delDone = false;
+    const del = gc.submit('del', true).then(() => (delDone = true));
+    await tick(10);
+    expect(batches).toEqual([]); // not on its own
+    expect(delDone).toBe(false);
+    await Promise.all([gc.submit('put'), del]);
+    expect(batches).toEqual([['del', 'put']]);
+  });
+
+  it('lazy items that arrive during a flush wait again; idle() sends them at once', async () => {
+    const batches: string[][] = [];
+    const gc = new GroupCommit<string>(async (items) => {
+      batches.push(items);
+      await tick(5);
+    }, 60_000);
+    const put = gc.submit('put');
+    await tick(1);
+    const del = gc.submit('del', true);
+    await put;
+    await tick(10);
+    expect(batches).toEqual([['put']]);
+    await gc.idle();
+    await del;
+    expect(batches).toEqual([['put'], ['del']]);
+  });
+
+  it('with no eager item for a while (a queue draining, no mail coming in), a lazy one goes at once', async () => {
+    const batches: string[][] = [];
+    const gc = new GroupCommit<string>(async (items) => {
+      batches.push(items);
+    }, 60_000);
+    await gc.submit('del', true);
+    expect(batches).toEqual([['del']]);
+  });
+
+  it('without lazyMs a lazy item is flushed like any other', async () => {
+    const batches: string[][] = [];
+    const gc = new GroupCommit<string>(async (items) => {
+      batches.push(items);
+    });
+    await gc.submit('del', true);
+    expect(batches).toEqual([['del']]);
+  });
 });
