@@ -106,6 +106,22 @@ describe('smtp-server contract', () => {
     expect(got.join('')).toBe('250 2.0.0 Ok\r\n250-a\r\n250 b\r\n421 4.3.2 bye\r\n');
   });
 
+  it('SMTPConnection: handler_QUIT sends 221 and closes (ends the socket, _closing set)', async () => {
+    listed('SMTPConnection', 'handler_QUIT');
+    const server = new SMTPServer({ logger: false, disabledCommands: ['AUTH', 'STARTTLS'] });
+    const [sock, client] = await socketPair();
+    const conn = new SMTPConnection(server, sock, { id: 'x', remoteAddress: '127.0.0.1' });
+    let got = '';
+    client.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    const ended = new Promise<void>((r) => client.once('end', () => r()));
+    let called = false;
+    conn.handler_QUIT(Buffer.from('QUIT'), () => (called = true));
+    expect(called).toBe(true);
+    expect(conn._closing).toBe(true);
+    await ended;
+    expect(got).toMatch(/^221 .*Bye\r\n$/);
+  });
+
   it('SMTPConnection: init wires the socket through _setListeners; connectionReady greets; _dataStream marks DATA', async () => {
     for (const n of ['init', '_setListeners', 'connectionReady', '_dataStream', 'handler_ETRN'])
       listed('SMTPConnection', n);
