@@ -95,3 +95,30 @@ export async function waitForRelay(cluster: NodeCluster, timeoutMs = 240_000): P
     },
   );
 }
+
+/**
+ * Every EmailRelay and EmailPolicy deleted while the operator still runs (so its finalizers finish
+ * and the relays' StatefulSets go with them), then `namespaces` and what is in them (PVCs too).
+ */
+export async function removeRelays(cluster: NodeCluster, namespaces: string[]): Promise<void> {
+  for (const kind of ['emailrelays', 'emailpolicies']) {
+    await cluster.kubectl(['delete', kind, '--all', '--all-namespaces', '--wait', '--timeout=180s'], {
+      allowFail: true,
+      timeoutMs: 200_000,
+    });
+  }
+  await cluster.kubectl(
+    ['delete', 'namespace', ...namespaces, '--ignore-not-found', '--wait', '--timeout=180s'],
+    {
+      timeoutMs: 200_000,
+    },
+  );
+}
+
+/** `kubectl delete -k deploy/base`: the operator deployOperator installed, CRDs and namespace included. */
+export async function removeOperator(cluster: NodeCluster): Promise<void> {
+  await cluster.kubectl(['delete', '-f', '-', '--ignore-not-found', '--wait', '--timeout=180s'], {
+    input: await kustomize(cluster, 'deploy/base'),
+    timeoutMs: 200_000,
+  });
+}

@@ -363,6 +363,125 @@ for n in range(${PER_POD}):
     expect(lost).toBe(0);
     expect(load.errors).toEqual([]);
   });
+  it('kubectl drain of the relay pods with the PDB, under load: one pod at a time, 0 client errors, 0 lost', async () => {
+    // One node: a drain cordons the only node, so an evicted pod cannot come back until uncordon.
+    // What this proves: evictions go through the PDB (the second is refused with 429 while the
+    // first pod is away), the evicted pod leaves the Service before it stops listening, the pod
+    // that stays serves every client, and the pod returns on its own volume. What one node cannot
+    // show: a pod rescheduled onto another node, its volume following it there.
+    const selector = `app.kubernetes.io/instance=${NAME},app.kubernetes.io/component=relay`;
+    const pdb = await cluster.kubectlJson<{
+      spec: { maxUnavailable: number };
+      status: { disruptionsAllowed: number };
+    }>(['-n', NS, 'get', 'pdb', NAME]);
+    expect(pdb.spec.maxUnavailable).toBe(1);
+    expect((await cluster.pods(NS, selector)).sort()).toEqual([`${NAME}-0`, `${NAME}-1`]);
+    const node = (await cluster.kubectl(['get', 'nodes', '-o', 'jsonpath={.items[0].metadata.name}'])).stdout;
+    const running = await startLoad(cluster, {
+      namespace: APP,
+      prefix: 'drain',
+      n: 3,
+      host: `${NAME}.${NS}.svc.cluster.local`,
+      seconds: 160,
+      pauseMs: 400,
+    });
+    await new Promise((r) => setTimeout(r, 5_000));
+    let drain: { code: number; stdout: string; stderr: string };
+    let readyWhileCordoned: number;
+    try {
+      // kubectl drain evicts through the Eviction API and retries a 429 every 5 s, as an upgrade does.
+      drain = await cluster.kubectl(
+        ['drain', node, `--pod-selector=${selector}`, '--delete-emptydir-data', '--timeout=40s'],
+        { allowFail: true, timeoutMs: 90_000 },
+      );
+      readyWhileCordoned = (
+        await cluster.kubectl([
+          '-n',
+          NS,
+          'get',
+          'pods',
+          '-l',
+          selector,
+          '-o',
+          'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+        ])
+      ).stdout
+        .split('\n')
+        .filter((l) => l === 'True').length;
+    } finally {
+      await cluster.kubectl(['uncordon', node]);
+    }
+    const out = `${drain.stdout}\n${drain.stderr}`;
+    const evicted = [...out.matchAll(/pod\/(\S+) evicted/g)].map((m) => m[1]);
+    const refusals = out.split('\n').filter((l) => l.includes("violate the pod's disruption budget")).length;
+    console.log(
+      `kubectl drain (40 s, one node): evicted ${evicted.join(', ') || 'none'}, ${refusals} evictions refused by the PDB (429), ${readyWhileCordoned} relay pod ready while cordoned, drain exit ${drain.code}`,
+    );
+    // One pod went; the other was refused (429) as long as the first could not come back.
+    expect(evicted).toHaveLength(1);
+    expect(refusals).toBeGreaterThan(0);
+    expect(drain.code).not.toBe(0);
+    expect(readyWhileCordoned).toBe(1);
+    // Uncordoned, the evicted pod returns on its volume; then the other one is evicted in turn.
+    await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=180s'], {
+      timeoutMs: 200_000,
+    });
+    await waitUntil(
+      'the PDB to allow a disruption again',
+      async () =>
+        (await cluster.kubectlJson<typeof pdb>(['-n', NS, 'get', 'pdb', NAME])).status.disruptionsAllowed ===
+        1,
+      120_000,
+    );
+    // The other pod through the Eviction API itself; while it is away the PDB refuses a second one.
+    const evict = (pod: string) =>
+      cluster.kubectl(['create', '--raw', `/api/v1/namespaces/${NS}/pods/${pod}/eviction`, '-f', '-'], {
+        input: JSON.stringify({
+          apiVersion: 'policy/v1',
+          kind: 'Eviction',
+          metadata: { name: pod, namespace: NS },
+        }),
+        allowFail: true,
+      });
+    const other = [`${NAME}-0`, `${NAME}-1`].find((p) => p !== evicted[0]) as string;
+    const podState = (pod: string) =>
+      cluster.kubectl([
+        '-n',
+        NS,
+        'get',
+        'pod',
+        pod,
+        '-o',
+        'jsonpath={.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}',
+      ]);
+    const uid = (await podState(other)).stdout.split(' ')[0];
+    const second = await evict(other);
+    const third = await evict(evicted[0] as string);
+    console.log(
+      `eviction of ${other}: exit ${second.code}; of ${evicted[0]} right after: ${third.stderr.trim() || `exit ${third.code}`}`,
+    );
+    expect(second.code, second.stderr).toBe(0);
+    expect(third.code).not.toBe(0);
+    expect(third.stderr).toMatch(/TooManyRequests.*disruption budget/);
+    await waitUntil(
+      `${other} back (a new pod on its volume) and Ready`,
+      async () => {
+        const [u, ready] = (await podState(other)).stdout.split(' ');
+        return u !== uid && ready === 'True';
+      },
+      180_000,
+    );
+    expect(Date.now()).toBeLessThan(running.endsAt);
+    const load = await running.finish();
+    const lost = await lostOf(load.acked);
+    console.log(
+      `node drain and eviction under load: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+    );
+    expect(load.acked.length).toBeGreaterThan(50);
+    expect(lost).toBe(0);
+    expect(load.errors).toEqual([]);
+  });
+
   it('a namespace rate limit holds across 3 replicas (shared counts), however the Service spreads connections', async () => {
     const LIMIT = 120;
     await cluster.apply({
