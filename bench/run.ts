@@ -34,7 +34,7 @@ const { values: opt } = parseArgs({
     pairs: { type: 'string', default: '5' },
     'latency-load': { type: 'string', default: '0.5' },
     'latency-seconds': { type: 'string', default: '4' },
-    'instructions-messages': { type: 'string', default: '300' },
+    'instructions-messages': { type: 'string', default: '200' },
     'scale-messages': { type: 'string', default: '20000' },
     'idle-connections': { type: 'string', default: '1000' },
     'operator-relays': { type: 'string', default: String(OPERATOR_DEFAULTS.relays) },
@@ -60,7 +60,7 @@ if (opt.help) {
   --pairs N                  alternated relay/Postfix pairs per cell, throughput and latency (5)
   --latency-load F           latency pass offered load, fraction of the slower system's median accept rate (0.5)
   --latency-seconds S        latency pass length (4)
-  --instructions-messages N  callgrind instruction count per message with N and 2N messages (300; 0 skips)
+  --instructions-messages N  callgrind instructions per message: W+N and W+2N messages, W = N (200; 0 skips)
   --scale-messages N         messages queued while the upstream is down (20000; 0 skips)
   --idle-connections N       idle sessions held open (1000; 0 skips)
   --operator-relays N        EmailRelays applied at once to the operator (500; 0 skips the operator benchmarks)
