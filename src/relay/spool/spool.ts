@@ -359,6 +359,7 @@ class SpoolImpl implements RelaySpool {
         onKeptAside: (from, to) =>
           logger.warn({ from, to }, 'spool: damaged journal segment kept aside for inspection'),
         segmentBytes: spool.journalOpts?.segmentBytes ?? DEFAULTS.segmentBytes,
+        sealAfterMs: spool.journalOpts?.sealAfterMs ?? DEFAULTS.sealAfterMs,
         onSyncError: spool.onSyncError,
       });
     } catch (e) {

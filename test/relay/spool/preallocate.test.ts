@@ -18,8 +18,11 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** Sizes of the segment files, oldest first. */
 const segmentSizes = (dir: string) =>
-  readdirSync(join(dir, 'wal')).map((n) => statSync(join(dir, 'wal', n)).size);
+  readdirSync(join(dir, 'wal'))
+    .sort()
+    .map((n) => statSync(join(dir, 'wal', n)).size);
 
 describe('journal preallocation', () => {
   it('appends into a zero-filled segment; the unused tail is no damage and no warning at reopen', async () => {
@@ -29,12 +32,16 @@ describe('journal preallocation', () => {
     const journal = { checkpointAfterMs: 3_600_000, sealAfterMs: 3_600_000 };
     const spool = await openSpool({ dir, journal });
     const ids = [(await commitBody(spool, bodyFor('p0', 2048), meta('p0'))).id];
-    const [first] = segmentSizes(dir);
-    expect(first).toBeGreaterThanOrEqual(PREALLOCATE_BYTES);
-    for (let i = 1; i < 100; i++)
+    // 64 KiB zero-filled ahead at first, doubling with use up to 1 MiB
+    expect(segmentSizes(dir)[0]).toBeGreaterThanOrEqual(64 * 1024);
+    for (let i = 1; i < 500; i++)
       ids.push((await commitBody(spool, bodyFor(`p${i}`, 2048), meta(`p${i}`))).id);
-    // ~230 KB of records went into the zeroed part: the file did not grow
-    expect(segmentSizes(dir)).toEqual([first]);
+    const [grown] = segmentSizes(dir);
+    expect(grown).toBeGreaterThan(PREALLOCATE_BYTES);
+    for (let i = 500; i < 600; i++)
+      ids.push((await commitBody(spool, bodyFor(`p${i}`, 2048), meta(`p${i}`))).id);
+    // ~230 KB more went into the zeroed part: the file did not grow
+    expect(segmentSizes(dir)).toEqual([grown]);
     await spool.close();
 
     const logs: Array<{ level: number; msg: string }> = [];
@@ -56,5 +63,28 @@ describe('journal preallocation', () => {
     expect(logs.filter((l) => l.level >= 40)).toEqual([]);
     for (const [i, id] of ids.entries())
       expect((await again.get(id))?.size).toBe(bodyFor(`p${i}`, 2048).length);
+  });
+
+  it('prepares the next segment, zero-filled, halfway through the active one; a spare left at close is harmless', async () => {
+    const { dir, cleanup } = tempSpoolDir('prealloc-next');
+    cleanups.push(cleanup);
+    const journal = { checkpointAfterMs: 3_600_000, sealAfterMs: 3_600_000, segmentBytes: 256 * 1024 };
+    const spool = await openSpool({ dir, journal });
+    const ids: string[] = [];
+    for (let i = 0; i < 60; i++)
+      ids.push((await commitBody(spool, bodyFor(`n${i}`, 2048), meta(`n${i}`))).id);
+    await spool.close(); // waits for the preparation
+    // ~138 KB of records, past half of 256 KiB: the next segment exists, only zeros
+    const sizes = segmentSizes(dir);
+    expect(sizes).toHaveLength(2);
+    expect(sizes[1]).toBe(64 * 1024);
+    const damage: unknown[] = [];
+    const again = await openSpool({ dir, journal, onDamage: (e) => damage.push(e) });
+    cleanups.push(() => again.close());
+    for (let i = 60; i < 200; i++)
+      ids.push((await commitBody(again, bodyFor(`n${i}`, 2048), meta(`n${i}`))).id);
+    expect(damage).toEqual([]);
+    for (const [i, id] of ids.entries())
+      expect((await again.get(id))?.size).toBe(bodyFor(`n${i}`, 2048).length);
   });
 });
