@@ -20,7 +20,7 @@ import {
   nodePaths,
 } from './node-config.ts';
 import { loadNodeState, type NodeState, saveNodeState } from './node-state.ts';
-import { awaitReady, freePorts, isRunning, logTail, startDetached, waitFor } from './processes.ts';
+import { awaitReady, freePorts, startDetached, waitFor } from './processes.ts';
 
 // The in-namespace half of `up --node`: node.ts made the network namespace and runs this file in it
 // (nsenter --net), so every process started here, and every probe, lives in the node's namespace.
