@@ -85,7 +85,7 @@ describe('bench smoke', () => {
       const args = ['--import', 'tsx', 'bench/run.ts', '--relay-entry', 'tsx', '--sizes', '2048'];
       args.push('--sessions', '2', '--pairs', '3', '--messages', '0.02', '--latency-seconds', '1');
       args.push('--scale-messages', '0', '--idle-connections', '0', '--operator-relays', '0');
-      args.push('--instructions-messages', '0', '--out', out);
+      args.push('--instructions-messages', '0', '--warm-messages', '40', '--out', out);
       const r = await run(process.execPath, args, 170_000);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/\| +e2e R\/P \|/);
