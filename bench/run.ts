@@ -359,37 +359,26 @@ function summariseSystem(c: Cell, n: SystemName): SystemSummary {
   };
 }
 
+/** Relay/Postfix ratio of one field, pair by pair. */
+function pairRatio<T, K extends keyof T>(pairs: readonly Pair<T>[], key: K): Spread {
+  return ratioSpread(
+    pairs,
+    (p) => p.relay?.[key] as number | undefined,
+    (p) => p.postfix?.[key] as number | undefined,
+  );
+}
+
 function summariseCell(c: Cell): CellSummary {
   const t = c.throughput;
   return {
     relay: summariseSystem(c, 'relay'),
     postfix: summariseSystem(c, 'postfix'),
     ratio: {
-      accepted: ratioSpread(
-        t,
-        (p) => p.relay?.acceptedPerSecond,
-        (p) => p.postfix?.acceptedPerSecond,
-      ),
-      e2e: ratioSpread(
-        t,
-        (p) => p.relay?.e2ePerSecond,
-        (p) => p.postfix?.e2ePerSecond,
-      ),
-      p99: ratioSpread(
-        c.latency,
-        (p) => p.relay?.p99,
-        (p) => p.postfix?.p99,
-      ),
-      cpu: ratioSpread(
-        t,
-        (p) => p.relay?.cpuSecondsPer1000,
-        (p) => p.postfix?.cpuSecondsPer1000,
-      ),
-      rss: ratioSpread(
-        t,
-        (p) => p.relay?.peakRssMB,
-        (p) => p.postfix?.peakRssMB,
-      ),
+      accepted: pairRatio(t, 'acceptedPerSecond'),
+      e2e: pairRatio(t, 'e2ePerSecond'),
+      p99: pairRatio(c.latency, 'p99'),
+      cpu: pairRatio(t, 'cpuSecondsPer1000'),
+      rss: pairRatio(t, 'peakRssMB'),
     },
   };
 }
