@@ -1,4 +1,4 @@
-import { constants, promises as fsp } from 'node:fs';
+import { constants, promises as fsp, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { isCode } from './lock.ts';
 
@@ -18,21 +18,40 @@ export async function writeAll(fh: FileHandle, bufs: readonly Buffer[], pos: num
       batch.length === 1 ? await fh.write(batch[0]!, 0, want, pos) : await fh.writev(batch, pos);
     pos += bytesWritten;
     written += bytesWritten;
-    if (bytesWritten === want) {
-      list = list.slice(batch.length);
-      continue;
+    list = bytesWritten === want ? list.slice(batch.length) : dropWritten(list, bytesWritten);
+  }
+  return written;
+}
+
+/** After a partial write of `n` bytes: the buffers (and the part of one) still to go. */
+function dropWritten(list: readonly Buffer[], n: number): Buffer[] {
+  let skip = n;
+  const rest: Buffer[] = [];
+  for (const b of list) {
+    if (skip >= b.length) skip -= b.length;
+    else {
+      rest.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
     }
-    // Partial: drop what went out, keep the rest.
-    let skip = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const b of list) {
-      if (skip >= b.length) skip -= b.length;
-      else {
-        rest.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-    }
-    list = rest;
+  }
+  return rest;
+}
+
+/**
+ * writeAll on the calling thread: for small appends into blocks that already exist, where the
+ * copy into the page cache takes microseconds and the thread-pool round trip of an async write
+ * costs more than the write itself.
+ */
+export function writeAllSync(fd: number, bufs: readonly Buffer[], pos: number): number {
+  let list = bufs.filter((b) => b.length > 0);
+  let written = 0;
+  while (list.length > 0) {
+    const batch = list.slice(0, IOV_MAX);
+    const want = batch.reduce((n, b) => n + b.length, 0);
+    const n = writevSync(fd, batch, pos);
+    pos += n;
+    written += n;
+    list = n === want ? list.slice(batch.length) : dropWritten(list, n);
   }
   return written;
 }

@@ -1,10 +1,11 @@
 import { readdirSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSpool } from '../../../src/relay/spool/index.ts';
-import { PREALLOCATE_BYTES } from '../../../src/relay/spool/journal.ts';
+import { PREALLOCATE_BYTES, SYNC_WRITE_BYTES } from '../../../src/relay/spool/journal.ts';
 import { bodyFor, commitBody, meta, tempSpoolDir } from './helpers.ts';
 
 /**
@@ -86,5 +87,44 @@ describe('journal preallocation', () => {
     expect(damage).toEqual([]);
     for (const [i, id] of ids.entries())
       expect((await again.get(id))?.size).toBe(bodyFor(`n${i}`, 2048).length);
+  });
+
+  it('writes a small commit into the zero fill on the event loop, a large one through the thread pool', async () => {
+    expect(SYNC_WRITE_BYTES).toBe(256 * 1024);
+    const { dir, cleanup } = tempSpoolDir('prealloc-onloop');
+    cleanups.push(cleanup);
+    // Every write a FileHandle makes (the thread pool's) that carries other bytes than zeros.
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto: { write: (...a: unknown[]) => unknown; writev: (...a: unknown[]) => unknown } =
+      Object.getPrototypeOf(probe);
+    await probe.close();
+    const { write, writev } = proto;
+    let pooled = 0;
+    const data = (b: unknown) => Buffer.isBuffer(b) && b.some((x) => x !== 0);
+    proto.write = function (this: unknown, ...a: unknown[]) {
+      if (data(a[0])) pooled++;
+      return write.apply(this, a);
+    };
+    proto.writev = function (this: unknown, ...a: unknown[]) {
+      if ((a[0] as unknown[]).some(data)) pooled++;
+      return writev.apply(this, a);
+    };
+    cleanups.push(() => {
+      proto.write = write;
+      proto.writev = writev;
+    });
+    const journal = { checkpointAfterMs: 3_600_000, sealAfterMs: 3_600_000 };
+    const spool = await openSpool({ dir, journal });
+    cleanups.push(() => spool.close());
+    pooled = 0; // the lock file's pid
+    for (let i = 0; i < 50; i++) await commitBody(spool, bodyFor(`s${i}`, 2048), meta(`s${i}`));
+    expect(pooled).toBe(0);
+    // A group commit of five 100 KiB messages (the first goes alone, the others together)
+    const bigs = await Promise.all(
+      [0, 1, 2, 3, 4].map((i) => commitBody(spool, bodyFor(`b${i}`, 100 * 1024), meta(`b${i}`))),
+    );
+    expect(pooled).toBeGreaterThanOrEqual(1);
+    for (const [i, q] of bigs.entries())
+      expect((await spool.get(q.id))?.size).toBe(bodyFor(`b${i}`, 100 * 1024).length);
   });
 });
