@@ -538,8 +538,13 @@ export class Agent implements DeliveryAgent {
   private async attempt(msg: QueuedMessage, up: Upstream, signal: AbortSignal): Promise<AttemptResult> {
     const { config, spool, metrics } = this.deps;
     const seconds = config.upstream.deadlines.attempt;
+    // One controller for the deadline and the scheduler's signal. AbortSignal.any costs 25-30 µs
+    // per call in Node 20 (weak references, a FinalizationRegistry): per message, that added up.
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(new AttemptDeadline(seconds)), seconds * 1000);
+    const forward = () => ctrl.abort(signal.reason);
+    if (signal.aborted) forward();
+    else signal.addEventListener('abort', forward, { once: true });
     let attempt: AttemptResult | undefined;
     try {
       attempt = await attemptUpstream(
@@ -555,7 +560,7 @@ export class Agent implements DeliveryAgent {
           },
           rules: up.rules,
         },
-        AbortSignal.any([signal, ctrl.signal]),
+        ctrl.signal,
       );
       // A relay-level refusal is the upstream refusing the relay, whichever command it answered.
       if (attempt.refusal) up.lastRefusal = { reply: attempt.refusal.text, at: this.now() };
@@ -569,6 +574,7 @@ export class Agent implements DeliveryAgent {
       return attempt;
     } finally {
       clearTimeout(timer);
+      signal.removeEventListener('abort', forward);
       up.route.finished({
         ...(attempt?.refusal ? { refusal: attempt.refusal } : {}),
         accepted: attempt?.accepted ?? false,

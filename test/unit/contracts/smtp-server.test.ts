@@ -91,6 +91,34 @@ describe('smtp-server contract', () => {
     for (const c of server.connections) c.close();
   });
 
+  it('SMTPServer: _handleProxy calls back with the socket options (id) that connect() and the session get', async () => {
+    listed('SMTPServer', '_handleProxy');
+    const server = new SMTPServer({ logger: false, disabledCommands: ['AUTH', 'STARTTLS'] });
+    // the library's own: an id, no PROXY header expected without useProxy
+    const [sock] = await socketPair();
+    const own = await new Promise<{ id?: string } | undefined>((resolve) =>
+      server._handleProxy(sock, (err, o) => resolve(err ? undefined : o)),
+    );
+    expect(own?.id).toMatch(/^[0-9a-v]{16}$/);
+    // a replacement on the instance is what the listener calls, and its id names the session
+    server._handleProxy = (_s, cb) => cb(null, { id: 'ours0000000000001' });
+    const built = new Promise<{ id: string }>((resolve) => {
+      const connect = server.connect.bind(server);
+      server.connect = (s, o) => {
+        connect(s, o);
+        resolve([...server.connections][0] as unknown as { id: string });
+      };
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const addr = server.server.address();
+    if (!addr || typeof addr === 'string') throw new Error('no port');
+    const client = connect(addr.port, '127.0.0.1');
+    cleanups.push(() => client.destroy());
+    expect((await built).id).toBe('ours0000000000001');
+    for (const c of server.connections) c.close();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
   it('SMTPConnection: send writes one reply line (context false: no enhanced code), 421 closes', async () => {
     listed('SMTPConnection', 'send');
     const server = new SMTPServer({ logger: false, disabledCommands: ['AUTH', 'STARTTLS'] });

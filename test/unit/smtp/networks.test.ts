@@ -19,4 +19,12 @@ describe('Networks', () => {
   it('an empty list admits nobody (never an open relay)', () => {
     expect(new Networks([]).contains('127.0.0.1')).toBe(false);
   });
+  it('answers the same from memory, also past the memory limit', () => {
+    const m = new Networks(['10.0.0.0/8']);
+    for (let round = 0; round < 2; round++)
+      for (let i = 0; i < 5000; i++) {
+        const addr = `${i % 2 ? 10 : 11}.0.${i >> 8}.${i & 255}`;
+        expect(m.contains(addr), addr).toBe(i % 2 === 1);
+      }
+  });
 });
