@@ -77,8 +77,13 @@ export function dotStuffChunk(state: DotStuffState, chunk: Buffer): Buffer {
   return Buffer.concat(out, len);
 }
 
-type DataStreamLike = Transform & DotStuffState;
+type DataStreamLike = Transform & DotStuffState & { _relayHeld?: Buffer | undefined };
 
+/**
+ * Each encoded chunk is pushed when the next one comes; the last goes out with the final dot, in
+ * one buffer when small: one write(2) and one segment for a message's end, not two (nodemailer
+ * pushes the dot on its own, and a one-chunk body cost two writes and two wake-ups upstream).
+ */
 function fastTransform(
   this: DataStreamLike,
   chunk: Buffer | string,
@@ -86,7 +91,26 @@ function fastTransform(
   done: TransformCallback,
 ) {
   if (!chunk?.length) return done();
-  this.push(dotStuffChunk(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+  const held = this._relayHeld;
+  this._relayHeld = dotStuffChunk(this, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  if (held) this.push(held);
+  done();
+}
+
+/** A held chunk up to this size is copied together with the final dot into one buffer. */
+const JOIN_MAX = 256 * 1024;
+
+/** nodemailer's _flush (the final dot after CRLF, added if the body lacks it), after the held chunk. */
+function fastFlush(this: DataStreamLike, done: TransformCallback) {
+  const term = Buffer.from(this.lastByte === LF ? '.\r\n' : this.lastByte === CR ? '\n.\r\n' : '\r\n.\r\n');
+  this.outByteCount += term.length;
+  const held = this._relayHeld;
+  this._relayHeld = undefined;
+  if (held && held.length <= JOIN_MAX) this.push(Buffer.concat([held, term], held.length + term.length));
+  else {
+    if (held) this.push(held);
+    this.push(term);
+  }
   done();
 }
 
@@ -99,5 +123,6 @@ export function loadNodemailerDataStream(): Promise<DataStreamClass> {
 export async function installFastDotStuffing(): Promise<true> {
   const cls = await loadDataStream();
   replaceMethod(NODEMAILER_CONTRACT, 'DataStream', cls.prototype, '_transform', fastTransform);
+  replaceMethod(NODEMAILER_CONTRACT, 'DataStream', cls.prototype, '_flush', fastFlush);
   return true;
 }

@@ -36,6 +36,22 @@ export const NODEMAILER_CONTRACT: LibraryContract = {
     },
     {
       on: 'DataStream',
+      name: '_flush',
+      kind: 'method',
+      use: 'replaced',
+      meaning:
+        '(done): pushes the final dot, "\\r\\n.\\r\\n" (".\\r\\n" after a LF, "\\n.\\r\\n" after a CR), and counts it in outByteCount',
+    },
+    {
+      on: 'DataStream',
+      name: '_relayHeld',
+      kind: 'field',
+      use: 'added',
+      meaning:
+        'ours: the last encoded chunk, held back to go out with the final dot (the library has no such field)',
+    },
+    {
+      on: 'DataStream',
       name: 'lastByte',
       kind: 'field',
       use: 'state',
@@ -161,11 +177,15 @@ export function observeSession(
 
 /** DataStream as we use it: a Transform class (its declarations are not reachable through the exports). */
 export interface DataStreamClass {
-  prototype: { _transform: Transform['_transform'] };
+  prototype: { _transform: Transform['_transform']; _flush: NonNullable<Transform['_flush']> };
 }
 
 function isDataStreamClass(v: unknown): v is DataStreamClass {
-  return typeof v === 'function' && typeof Reflect.get(v.prototype, '_transform') === 'function';
+  return (
+    typeof v === 'function' &&
+    typeof Reflect.get(v.prototype, '_transform') === 'function' &&
+    typeof Reflect.get(v.prototype, '_flush') === 'function'
+  );
 }
 
 /** nodemailer's DataStream class: not in its package exports, so found next to smtp-connection. */

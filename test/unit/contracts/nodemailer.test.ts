@@ -52,6 +52,30 @@ describe('nodemailer contract', () => {
     expect(Reflect.get(s, 'outByteCount')).toBe(5);
   });
 
+  it('DataStream._flush pushes the final dot by lastByte and counts it; _relayHeld is ours alone', async () => {
+    for (const n of ['_flush', '_relayHeld']) expect(C.members.some((m) => m.name === n)).toBe(true);
+    const cls = await loadDataStream();
+    const DataStream: unknown = cls;
+    if (typeof DataStream !== 'function') throw new Error('not a class');
+    for (const [last, dot] of [
+      [0x0a, '.\r\n'],
+      [0x0d, '\n.\r\n'],
+      [0x61, '\r\n.\r\n'],
+      [false, '\r\n.\r\n'],
+    ] as const) {
+      const s: unknown = Reflect.construct(DataStream, []);
+      if (!(s instanceof Object)) throw new Error('no instance');
+      expect('_relayHeld' in s).toBe(false);
+      const out: Buffer[] = [];
+      Reflect.set(s, 'push', (b: Buffer) => out.push(b));
+      Reflect.set(s, 'lastByte', last);
+      Reflect.set(s, 'outByteCount', 10);
+      cls.prototype._flush.call(s as never, () => undefined);
+      expect(Buffer.concat(out).toString('latin1')).toBe(dot);
+      expect(Reflect.get(s, 'outByteCount')).toBe(10 + dot.length);
+    }
+  });
+
   it('SMTPConnection._envelope.rejectedErrors: RCPT refusals of a transaction that then failed', async () => {
     expect(C.members.some((m) => m.on === 'SMTPConnection' && m.name === '_envelope')).toBe(true);
     const server = new SMTPServer({

@@ -18,7 +18,10 @@ function rng(seed: number) {
 
 const ALPHABET = Buffer.from('\r\n.\r\n.ab');
 
-function encodeWith(transform: Transform['_transform'], chunks: Buffer[]): Buffer {
+type Flush = NonNullable<Transform['_flush']>;
+
+/** The chunks through a DataStream's transform, then its flush (the final dot); every push. */
+function pushesOf(transform: Transform['_transform'], flush: Flush, chunks: Buffer[]): Buffer[] {
   const state: DotStuffState & { push(b: Buffer): void } = {
     lastByte: false,
     inByteCount: 0,
@@ -27,9 +30,13 @@ function encodeWith(transform: Transform['_transform'], chunks: Buffer[]): Buffe
   };
   const out: Buffer[] = [];
   for (const c of chunks) transform.call(state as unknown as Transform, c, 'latin1', () => undefined);
+  flush.call(state as unknown as Transform, () => undefined);
   expect(state.outByteCount).toBe(out.reduce((n, b) => n + b.length, 0));
-  return Buffer.concat(out);
+  return out;
 }
+
+const encodeWith = (transform: Transform['_transform'], flush: Flush, chunks: Buffer[]) =>
+  Buffer.concat(pushesOf(transform, flush, chunks));
 
 describe('dot-stuffing', () => {
   it('stuffs leading dots and turns bare CR and bare LF into CRLF', () => {
@@ -52,10 +59,13 @@ describe('dot-stuffing', () => {
     const cls = await loadNodemailerDataStream();
     expect(cls, 'nodemailer data-stream.js found').toBeDefined();
     const original = cls!.prototype._transform;
+    const originalFlush = cls!.prototype._flush;
     const installed = await installFastDotStuffing();
     expect(installed).toBe(true);
     const fast = cls!.prototype._transform;
+    const fastFlush = cls!.prototype._flush;
     expect(fast).not.toBe(original);
+    expect(fastFlush).not.toBe(originalFlush);
     const rand = rng(42);
     for (let round = 0; round < 5000; round++) {
       const n = Math.floor(rand() * 64);
@@ -67,8 +77,8 @@ describe('dot-stuffing', () => {
         chunks.push(bytes.subarray(at, at + len));
         at += len;
       }
-      const want = encodeWith(original, chunks).toString('latin1');
-      const got = encodeWith(fast, chunks).toString('latin1');
+      const want = encodeWith(original, originalFlush, chunks).toString('latin1');
+      const got = encodeWith(fast, fastFlush, chunks).toString('latin1');
       if (got !== want)
         expect({ round, input: bytes.toString('latin1'), got }).toEqual({
           round,
@@ -76,5 +86,16 @@ describe('dot-stuffing', () => {
           got: want,
         });
     }
+  });
+
+  it('sends a one-chunk body and the final dot as one buffer (one write upstream), a large one apart', async () => {
+    const cls = (await loadNodemailerDataStream())!;
+    await installFastDotStuffing();
+    const { _transform: t, _flush: f } = cls.prototype;
+    const small = pushesOf(t, f, [Buffer.from('Subject: x\r\n\r\nbody\r\n')]);
+    expect(small.map((b) => b.toString('latin1'))).toEqual(['Subject: x\r\n\r\nbody\r\n.\r\n']);
+    expect(pushesOf(t, f, [Buffer.from('no line end')]).map(String)).toEqual(['no line end\r\n.\r\n']);
+    const big = pushesOf(t, f, [Buffer.alloc(300 * 1024, 0x61)]);
+    expect(big.map((b) => b.length)).toEqual([300 * 1024, 5]);
   });
 });
