@@ -24,6 +24,8 @@ import { type Notices, type Settlement, settle } from './settle.ts';
 import { UpstreamPool } from './transport.ts';
 import type { DeliveryAgent, DeliveryDeps, RouteHealth, RouteState } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
+import { dialLocal, type WireLog, type WireOptions } from './wire.ts';
+import { DELIVERY_THREAD, WireThread } from './wire-thread.ts';
 
 /** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
 interface Upstream {
@@ -86,9 +88,14 @@ export class Agent implements DeliveryAgent {
   private readonly deleting = new Set<string>();
   private readonly preflights = new Set<AbortController>();
   private started = false;
+  /** Where the upstream sessions live (wire-thread.ts); none: on this thread. */
+  private readonly wireThread: WireThread | undefined;
+  private readonly wireLog: WireLog & { warnedNoAuth?: boolean };
 
   constructor(private readonly deps: DeliveryDeps) {
     const { config } = deps;
+    this.wireThread = DELIVERY_THREAD ? new WireThread(deps.logger) : undefined;
+    this.wireLog = { debug: (o, m) => deps.logger.debug(o, m), warn: (m) => deps.logger.warn(m) };
     const q = config.queue;
     this.now = deps.now ?? Date.now;
     for (const route of config.upstream.routes) {
@@ -344,6 +351,7 @@ export class Agent implements DeliveryAgent {
     }
     await this.scheduler.stop(deadline);
     await Promise.all(this.upstreams().map((up) => up.pool.close()));
+    await this.wireThread?.close();
   }
 
   private upstreams(): Upstream[] {
@@ -439,13 +447,15 @@ export class Agent implements DeliveryAgent {
       },
       onCapacity: () => this.unpark(self),
     });
+    const wireOpts: WireOptions = { target, hostname: config.hostname, upstream, env };
+    const thread = this.wireThread;
     const pool = new UpstreamPool({
-      target,
-      hostname: config.hostname,
+      connect: thread
+        ? (signal) => thread.dial(wireOpts, signal)
+        : (signal) => dialLocal(wireOpts, signal, this.wireLog),
       upstream,
       breaker,
       logger,
-      env,
       isRelayRefusal: (err) =>
         classify(verdictOfError(err as Parameters<typeof verdictOfError>[0]), rules).level === 'relay',
     });

@@ -1,0 +1,136 @@
+import { Readable } from 'node:stream';
+import pino from 'pino';
+import { SMTPServer } from 'smtp-server';
+import { afterEach, describe, expect, it } from 'vitest';
+import { configSchema } from '../../../src/config/schema.ts';
+import { AttemptDeadline } from '../../../src/relay/delivery/deadlines.ts';
+import { parseUpstreamUrl } from '../../../src/relay/delivery/upstream-url.ts';
+import { dialLocal, type WireOptions } from '../../../src/relay/delivery/wire.ts';
+import { errorFields } from '../../../src/relay/delivery/wire-protocol.ts';
+import { WireThread } from '../../../src/relay/delivery/wire-thread.ts';
+
+// The upstream sessions in the delivery thread (wire-thread.ts), against a real SMTP server:
+// what arrives, an abort answered at once, and a thread that dies.
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+interface Upstream {
+  port: number;
+  received: Buffer[];
+  /** Holds the reply to DATA until released. */
+  hold: boolean;
+  release: Array<() => void>;
+}
+
+async function upstream(): Promise<Upstream> {
+  const up: Upstream = { port: 0, received: [], hold: false, release: [] };
+  const server = new SMTPServer({
+    logger: false,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    onData(stream, _s, cb) {
+      const parts: Buffer[] = [];
+      stream.on('data', (b: Buffer) => parts.push(b));
+      stream.on('end', () => {
+        up.received.push(Buffer.concat(parts));
+        if (up.hold) up.release.push(() => cb());
+        else cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  up.port = (server.server.address() as { port: number }).port;
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  return up;
+}
+
+function thread(): WireThread {
+  const t = new WireThread(pino({ level: 'silent' }));
+  cleanups.push(() => t.close());
+  return t;
+}
+
+const opts = (port: number): WireOptions => ({
+  target: parseUpstreamUrl(`smtp://127.0.0.1:${port}`),
+  hostname: 'relay.example.com',
+  upstream: configSchema.parse({ upstream: { url: `smtp://127.0.0.1:${port}` } }).upstream,
+  env: {},
+});
+
+const env = (size: number) => ({ from: 'a@example.com', to: ['b@example.net'], size, eightBit: false });
+const bodyOf = (...chunks: Buffer[]) => Readable.from(chunks);
+
+describe('delivery thread', () => {
+  it('sends small and large bodies from the thread, byte for byte (dot-stuffed on the wire, unstuffed by the server)', async () => {
+    const up = await upstream();
+    const t = thread();
+    const wire = await t.dial(opts(up.port), new AbortController().signal);
+    expect(wire.alive).toBe(true);
+    const small = Buffer.from('Subject: s\r\n\r\n.leading dot\r\nend\r\n');
+    const r1 = await wire.send(env(small.length), bodyOf(small), new AbortController().signal);
+    expect([...r1.verdicts.values()].map((v) => v.outcome)).toEqual(['sent']);
+    expect(r1.usable).toBe(true);
+    // over 256 KiB, in several chunks: the thread pulls what was not sent eagerly
+    const line = Buffer.from(`${'x'.repeat(98)}\r\n`);
+    const chunks = Array.from({ length: 40 }, () => Buffer.concat(Array.from({ length: 100 }, () => line)));
+    const big = Buffer.concat(chunks);
+    const r2 = await wire.send(env(big.length), bodyOf(...chunks), new AbortController().signal);
+    expect([...r2.verdicts.values()].map((v) => v.outcome)).toEqual(['sent']);
+    expect(up.received.map((b) => b.length)).toEqual([small.length, big.length]);
+    expect(up.received[0]!.equals(small)).toBe(true);
+    expect(up.received[1]!.equals(big)).toBe(true);
+    await wire.quit();
+    expect(wire.alive).toBe(false);
+  });
+
+  it('answers an aborted transaction at once (deferred, session unusable), with the deadline status', async () => {
+    const up = await upstream();
+    up.hold = true;
+    const t = thread();
+    const wire = await t.dial(opts(up.port), new AbortController().signal);
+    const ctrl = new AbortController();
+    const sent = wire.send(env(10), bodyOf(Buffer.from('hello\r\n')), ctrl.signal);
+    while (up.received.length === 0) await new Promise((r) => setTimeout(r, 10));
+    ctrl.abort(new AttemptDeadline(1));
+    const r = await sent;
+    const v = [...r.verdicts.values()][0]!;
+    expect(v.outcome).toBe('deferred');
+    expect(v.status).toBe('4.4.2');
+    expect(r.usable).toBe(false);
+    expect(r.untouched).toBe(false); // bytes may have left: never retried on another session
+    for (const f of up.release) f();
+  });
+
+  it('fails what a dead thread had in flight as deferred, and the next dial starts a new thread', async () => {
+    const up = await upstream();
+    up.hold = true;
+    const t = thread();
+    const wire = await t.dial(opts(up.port), new AbortController().signal);
+    const sent = wire.send(env(10), bodyOf(Buffer.from('hello\r\n')), new AbortController().signal);
+    while (up.received.length === 0) await new Promise((r) => setTimeout(r, 10));
+    await t.crash();
+    const r = await sent;
+    expect([...r.verdicts.values()][0]!.outcome).toBe('deferred');
+    expect(r.usable).toBe(false);
+    expect(wire.alive).toBe(false);
+    up.hold = false;
+    const again = await t.dial(opts(up.port), new AbortController().signal);
+    const r2 = await again.send(env(7), bodyOf(Buffer.from('again\r\n')), new AbortController().signal);
+    expect([...r2.verdicts.values()][0]!.outcome).toBe('sent');
+    await again.quit();
+  });
+
+  it('rejects a dial the upstream refuses with the SMTP fields the breaker and the verdicts read', async () => {
+    const t = thread();
+    const err = await t.dial(opts(1), new AbortController().signal).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    // the same as a dial on this thread gives
+    const log = { debug() {}, warn() {} };
+    const local = await dialLocal(opts(1), new AbortController().signal, log).catch((e: unknown) => e);
+    expect(errorFields(err)).toEqual(errorFields(local));
+    expect(errorFields(err).code).toBe('ESOCKET');
+  });
+});
