@@ -90,7 +90,7 @@ export class Agent implements DeliveryAgent {
   private started = false;
   /** Where the upstream sessions live (wire-thread.ts); none: on this thread. */
   private readonly wireThread: WireThread | undefined;
-  private readonly wireLog: WireLog & { warnedNoAuth?: boolean };
+  private readonly wireLog: WireLog;
 
   constructor(private readonly deps: DeliveryDeps) {
     const { config } = deps;

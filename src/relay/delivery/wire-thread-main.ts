@@ -13,13 +13,15 @@ import { errorFields, type FromThread, type ToThread } from './wire-protocol.ts'
 const port = parentPort;
 if (!port) throw new Error('wire-thread-main.ts runs as a worker thread');
 
-const post = (m: FromThread, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer ?? []);
+const post = (m: FromThread) => port.postMessage(m);
+/** A Buffer arrives as a plain Uint8Array: the same bytes, viewed as a Buffer again. */
+const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 const wires = new Map<number, LocalWire>();
 const aborts = new Map<number, AbortController>();
 const bodies = new Map<number, Readable>();
 let nextWire = 1;
 
-const log: WireLog & { warnedNoAuth?: boolean } = {
+const log: WireLog = {
   debug: (obj, msg) => post({ op: 'log', level: 'debug', obj, msg }),
   warn: (msg) => post({ op: 'log', level: 'warn', obj: {}, msg }),
 };
@@ -59,7 +61,7 @@ async function send(call: number, m: Extract<ToThread, { op: 'send' }>): Promise
       if (m.more) post({ op: 'pull', call });
     },
   });
-  for (const chunk of m.chunks) body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+  for (const chunk of m.chunks) body.push(asBuffer(chunk));
   if (!m.more) body.push(null);
   else bodies.set(call, body);
   try {
@@ -89,7 +91,7 @@ function chunk(m: Extract<ToThread, { op: 'chunk' }>): void {
   if (!body) return;
   if (m.error !== undefined) body.destroy(Object.assign(new Error(m.error), { code: 'ESTREAM' }));
   else {
-    if (m.chunk) body.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength));
+    if (m.chunk) body.push(asBuffer(m.chunk));
     if (m.end) body.push(null);
   }
 }

@@ -95,11 +95,15 @@ export class WireThread {
     signal: AbortSignal,
   ): Promise<TransactionResult & { usable: boolean }> {
     // Whether bytes left is not known here: never untouched, so no second try on another session.
-    const failed = (v: Verdict): TransactionResult & { usable: boolean } => ({
+    const failed = (
+      v: Verdict,
+      untouched = false,
+      usable = false,
+    ): TransactionResult & { usable: boolean } => ({
       verdicts: new Map(env.to.map((a) => [a, v])),
       replies: [],
-      untouched: false,
-      usable: false,
+      untouched,
+      usable,
     });
     const aborted = () => {
       const why = interruption(signal);
@@ -117,14 +121,14 @@ export class WireThread {
           more = false;
           break;
         }
-        const b = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+        const b = toBuffer(r.value);
         chunks.push(b);
         bytes += b.length;
       }
     } catch (err) {
       body.destroy();
-      const v = localDeferral(`cannot read queued message: ${(err as Error).message}`);
-      return { verdicts: new Map(env.to.map((a) => [a, v])), replies: [], untouched: true, usable: true };
+      // Nothing left yet: the session is fine and the message may go out later.
+      return failed(localDeferral(`cannot read queued message: ${(err as Error).message}`), true, true);
     }
     const { call, reply } = this.request(
       { op: 'send', call: 0, wire: wire.info.wire, env, chunks, more },
@@ -133,12 +137,7 @@ export class WireThread {
             it.next().then(
               (r) => {
                 if (r.done) this.post({ op: 'chunk', call, end: true });
-                else
-                  this.post({
-                    op: 'chunk',
-                    call,
-                    chunk: typeof r.value === 'string' ? Buffer.from(r.value) : r.value,
-                  });
+                else this.post({ op: 'chunk', call, chunk: toBuffer(r.value) });
               },
               (err: Error) => this.post({ op: 'chunk', call, error: err.message }),
             );
@@ -275,6 +274,8 @@ class RemoteWire implements Wire {
     return this.thread.quit(this);
   }
 }
+
+const toBuffer = (v: Buffer | string): Buffer => (typeof v === 'string' ? Buffer.from(v) : v);
 
 function fromSent(r: SentInfo): TransactionResult & { usable: boolean } {
   return {

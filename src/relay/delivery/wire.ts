@@ -76,6 +76,8 @@ export interface Wire {
 export interface WireLog {
   debug(obj: object, msg: string): void;
   warn(msg: string): void;
+  /** The "upstream does not offer AUTH" warning was given: once per log, not per session. */
+  warnedNoAuth?: boolean;
 }
 
 function isLoopback(host: string): boolean {
@@ -184,12 +186,6 @@ export class LocalWire implements Wire {
       }
     });
   }
-
-  /** Cuts the connection (no QUIT). */
-  close(): void {
-    this.broken = true;
-    this.conn.close();
-  }
 }
 
 function successVerdicts(to: string[], info: SMTPConnection.SentMessageInfo): Map<string, Verdict> {
@@ -238,11 +234,7 @@ function replyClasses(info: SMTPConnection.SentMessageInfo): ReplyClass[] {
  * A new session set up as for mail: connect, EHLO with our name, STARTTLS and AUTH as
  * configured. Throws the setup's error (an SmtpErrorLike).
  */
-export async function dialLocal(
-  opts: WireOptions,
-  signal: AbortSignal,
-  log: WireLog & { warnedNoAuth?: boolean },
-): Promise<LocalWire> {
+export async function dialLocal(opts: WireOptions, signal: AbortSignal, log: WireLog): Promise<LocalWire> {
   const { target, upstream, hostname } = opts;
   const creds = await readCredentials(upstream.auth, opts.env);
   const tls: ConnectionOptions = {
@@ -285,7 +277,7 @@ async function login(
   conn: SMTPConnection,
   creds: UpstreamCredentials,
   signal: AbortSignal,
-  log: WireLog & { warnedNoAuth?: boolean },
+  log: WireLog,
 ): Promise<boolean> {
   if (!conn.allowsAuth) {
     if (!log.warnedNoAuth) log.warn('upstream does not offer AUTH: sending without authentication');

@@ -79,8 +79,6 @@ interface JournalOptions {
   segmentBytes: number;
   /** Zero-fill the active segment up to this far ahead of the appends (0: plain appends). */
   preallocateBytes?: number;
-  /** Commits up to this size into the zero-filled part are written on the event loop (0: never). */
-  syncWriteBytes?: number;
   /** The spool seals the active segment this long after it opened; the next is prepared at half. */
   sealAfterMs?: number;
   onSyncError: (e: unknown) => void;
@@ -403,9 +401,7 @@ export class Journal {
       if (this.opts.fsync) await this.preallocate(seg, bytes);
       try {
         const onLoop =
-          bytes <= (this.opts.syncWriteBytes ?? SYNC_WRITE_BYTES) &&
-          seg.zeroedTo !== undefined &&
-          start + bytes <= seg.zeroedTo;
+          bytes <= SYNC_WRITE_BYTES && seg.zeroedTo !== undefined && start + bytes <= seg.zeroedTo;
         const n = onLoop ? writeAllSync(seg.fh!.fd, bufs, start) : await writeAll(seg.fh!, bufs, start);
         seg.size += n;
         this.bytes += n;
