@@ -26,6 +26,8 @@ interface Running {
   ctrl: AbortController;
   /** Drop the id when the run ends instead of re-queueing it (deleted meanwhile). */
   forget: boolean;
+  /** Asked for now while it ran (queue retry): due at once if the run defers it. */
+  again: boolean;
 }
 
 /** Node timers take at most a signed 32-bit delay. */
@@ -64,10 +66,18 @@ export class Scheduler {
     return this.running.has(id);
   }
 
-  /** Run now (keeps its place among other due ids). False if not queued. */
+  /**
+   * Run now (keeps its place among other due ids). One that is running runs again as soon as
+   * this run ends, if the run defers it: the run began before whatever the caller knows now
+   * (an operator's retry after fixing the upstream). False if not queued.
+   */
   makeDue(id: string): boolean {
     const item = this.queued.get(id);
-    if (!item) return this.running.has(id);
+    if (!item) {
+      const running = this.running.get(id);
+      if (running) running.again = true;
+      return running !== undefined;
+    }
     this.insert(id, Math.min(item.due, this.opts.now()), item.seq);
     this.pump();
     return true;
@@ -146,7 +156,7 @@ export class Scheduler {
 
   private launch(id: string): void {
     const ctrl = new AbortController();
-    const entry: Running = { ctrl, forget: false, promise: Promise.resolve() };
+    const entry: Running = { ctrl, forget: false, again: false, promise: Promise.resolve() };
     this.running.set(id, entry);
     entry.promise = (async () => {
       let due: number | undefined;
@@ -156,7 +166,8 @@ export class Scheduler {
         due = this.opts.onError(id, err);
       }
       this.running.delete(id);
-      if (due !== undefined && !entry.forget) this.insert(id, due, this.seq++);
+      if (due !== undefined && !entry.forget)
+        this.insert(id, entry.again ? Math.min(due, this.opts.now()) : due, this.seq++);
       this.pump();
     })();
   }

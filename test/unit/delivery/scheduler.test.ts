@@ -94,6 +94,19 @@ describe('Scheduler', () => {
     expect(started).toEqual(['b', 'a', 'c']);
   });
 
+  it('makeDue() of a running id: the run it defers is followed at once by another', async () => {
+    const { s, started, finish } = harness(1);
+    const later = Date.now() + 3_600_000;
+    s.schedule('a', Date.now());
+    expect(s.makeDue('a')).toBe(true);
+    await finish('a', later);
+    expect(started).toEqual(['a', 'a']);
+    // Only once: the second run's deferral stands.
+    await finish('a', later);
+    expect(started).toEqual(['a', 'a']);
+    expect(s.has('a')).toBe(true);
+  });
+
   it('forget() of a running id waits for the run and drops what it returns', async () => {
     const { s, finish } = harness(1);
     s.schedule('a', Date.now());
