@@ -42,20 +42,27 @@ export function createLogger(
         }),
   };
   if (destination) return pino(options, destination);
-  return opts.sync ? pino(options, turnBatched(pino.destination({ dest: 1, sync: true }))) : pino(options);
+  return opts.sync ? pino(options, batchedLines(pino.destination({ dest: 1, sync: true }))) : pino(options);
 }
 
+/** How long a logged line may wait for others to share its write. */
+export const LOG_WINDOW_MS = 20;
+/** Written at once past this much (a burst of warnings, say). */
+const LOG_WINDOW_BYTES = 64 * 1024;
+
 /**
- * The lines logged in one turn of the event loop, written with one write at its end
- * (setImmediate) rather than one write(2) each: at 20 sessions a turn often logs several lines,
- * and each write to a file cost 25-35 µs of the relay's only thread. Still written before the
- * loop waits for I/O again, and flushed at exit; a SIGKILL loses at most the current turn's lines.
+ * The lines logged within LOG_WINDOW_MS, written with one write rather than one write(2) each:
+ * every write to a file or pipe cost the relay's main thread 20-35 µs, and one message logs two
+ * lines (queued, delivered) a few milliseconds apart, which a single event-loop turn never
+ * joined at one client. Flushed at exit (process.exit, an uncaught error); a SIGKILL loses at
+ * most the last window's lines.
  */
-export function turnBatched(dest: { write(s: string): unknown }): pino.DestinationStream {
+export function batchedLines(dest: { write(s: string): unknown }): pino.DestinationStream {
   let pending = '';
-  let scheduled = false;
+  let timer: NodeJS.Timeout | undefined;
   const flush = () => {
-    scheduled = false;
+    clearTimeout(timer);
+    timer = undefined;
     if (!pending) return;
     const s = pending;
     pending = '';
@@ -65,9 +72,10 @@ export function turnBatched(dest: { write(s: string): unknown }): pino.Destinati
   return {
     write(line: string) {
       pending += line;
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
+      if (pending.length >= LOG_WINDOW_BYTES) flush();
+      else if (!timer) {
+        timer = setTimeout(flush, LOG_WINDOW_MS);
+        timer.unref(); // the exit handler writes what is left
       }
     },
   };

@@ -106,6 +106,8 @@ export async function startRelay(
     onEtrn: () => delivery.flush(),
     ...(rates ? { sharedRates: rates } : {}),
   });
+  // One client connected: its commit's fdatasync on the loop blocks nobody and saves the pool's round trip.
+  spool.syncOnLoopWhen(() => inbound.activeConnections() <= 1);
   const handoff = peersConfig.listen
     ? new HandoffServer({
         listen: peersConfig.listen,

@@ -119,6 +119,12 @@ export interface RelaySpool extends Spool {
   checkpoint(): Promise<void>;
   /** Messages kept in quarantine/ (not delivered), oldest first. */
   quarantined(): QuarantinedMessage[];
+  /**
+   * Whether the journal's commits may fdatasync on the event loop (journal.ts SYNC_ON_LOOP):
+   * asked per commit; blocking the loop for one is cheaper than the pool's round trip only when
+   * nothing else waits for the loop. Default: never.
+   */
+  syncOnLoopWhen(test: () => boolean): void;
 }
 
 const DEFAULTS = {
@@ -223,6 +229,8 @@ class SpoolImpl implements RelaySpool {
   private journal!: Journal;
   private readonly journalOpts: Required<JournalOptions> | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
+  /** @internal the journal asks this per commit (syncOnLoopWhen). */
+  syncOnLoop: () => boolean = () => false;
   private readonly perId = new Map<string, Promise<unknown>>();
   readonly writers = new Set<Writer>();
   private closed = false;
@@ -361,6 +369,7 @@ class SpoolImpl implements RelaySpool {
         segmentBytes: spool.journalOpts?.segmentBytes ?? DEFAULTS.segmentBytes,
         sealAfterMs: spool.journalOpts?.sealAfterMs ?? DEFAULTS.sealAfterMs,
         onSyncError: spool.onSyncError,
+        syncOnLoop: () => spool.syncOnLoop(),
       });
     } catch (e) {
       await queueDirFh.close();
@@ -434,6 +443,10 @@ class SpoolImpl implements RelaySpool {
         return this.serial(id, () => this.recover(e, err));
       }
     }
+  }
+
+  syncOnLoopWhen(test: () => boolean): void {
+    this.syncOnLoop = test;
   }
 
   quarantined(): QuarantinedMessage[] {

@@ -127,4 +127,34 @@ describe('journal preallocation', () => {
     for (const [i, q] of bigs.entries())
       expect((await spool.get(q.id))?.size).toBe(bodyFor(`b${i}`, 100 * 1024).length);
   });
+
+  it('fdatasyncs a commit on the event loop only while the owner of the spool allows it', async () => {
+    const { dir, cleanup } = tempSpoolDir('sync-onloop');
+    cleanups.push(cleanup);
+    // Every fdatasync a FileHandle makes (on the thread pool).
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto: { datasync: (...a: unknown[]) => Promise<void> } = Object.getPrototypeOf(probe);
+    await probe.close();
+    const { datasync } = proto;
+    let pooled = 0;
+    proto.datasync = function (this: unknown, ...a: unknown[]) {
+      pooled++;
+      return datasync.apply(this, a);
+    };
+    cleanups.push(() => {
+      proto.datasync = datasync;
+    });
+    const journal = { checkpointAfterMs: 3_600_000, sealAfterMs: 3_600_000 };
+    const spool = await openSpool({ dir, journal });
+    cleanups.push(() => spool.close());
+    let onLoop = true;
+    spool.syncOnLoopWhen(() => onLoop);
+    pooled = 0;
+    for (let i = 0; i < 20; i++) await commitBody(spool, bodyFor(`l${i}`, 2048), meta(`l${i}`));
+    expect(pooled).toBe(0);
+    onLoop = false;
+    for (let i = 0; i < 20; i++) await commitBody(spool, bodyFor(`p${i}`, 2048), meta(`p${i}`));
+    expect(pooled).toBe(20);
+    expect(spool.stats().messages).toBe(40);
+  });
 });
