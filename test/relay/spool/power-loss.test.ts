@@ -111,17 +111,21 @@ describe('power loss (unsynced writes really lost)', () => {
   it.each([
     ['on the thread pool', {}],
     ['on the event loop', { CRASH_CHILD_SYNC_ON_LOOP: '1' }],
-  ])('negative control: without the journal fdatasync (%s), acknowledged mail is lost', async (_, env) => {
-    const p: Printed = { committed: new Map(), removing: new Set(), removed: new Set() };
-    const fs = await mountPowercut();
-    try {
-      await burst(join(fs.mount, 'spool'), 200, p, { CRASH_CHILD_SKIP_DATASYNC: '1', ...env });
-      const image = await fs.cut();
-      const lost = await lostAfterCut(join(image, 'spool'), p);
-      console.log(`journal fdatasync skipped: ${lost.length} of ${p.committed.size} acknowledged lost`);
-      expect(lost.length).toBeGreaterThan(0);
-    } finally {
-      fs.dispose();
-    }
-  }, 300_000);
+  ])(
+    'negative control: without the journal fdatasync (%s), acknowledged mail is lost',
+    async (_, env) => {
+      const p: Printed = { committed: new Map(), removing: new Set(), removed: new Set() };
+      const fs = await mountPowercut();
+      try {
+        await burst(join(fs.mount, 'spool'), 200, p, { CRASH_CHILD_SKIP_DATASYNC: '1', ...env });
+        const image = await fs.cut();
+        const lost = await lostAfterCut(join(image, 'spool'), p);
+        console.log(`journal fdatasync skipped: ${lost.length} of ${p.committed.size} acknowledged lost`);
+        expect(lost.length).toBeGreaterThan(0);
+      } finally {
+        fs.dispose();
+      }
+    },
+    300_000,
+  );
 });
