@@ -1,6 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
-// Four projects: pure unit tests, relay tests against real SMTP peers on loopback, Kubernetes tests
+// Five projects: pure unit tests, relay tests against real SMTP peers on loopback (the delivery
+// suite twice, once with the delivery thread forced), Kubernetes tests
 // against a real etcd + kube-apiserver (test/control-plane), and end-to-end tests on a real
 // single-node cluster with the product's image running as pods (`up --node`, root only).
 export default defineConfig({
@@ -11,6 +12,17 @@ export default defineConfig({
         test: {
           name: 'relay',
           include: ['test/relay/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        // The delivery suite again with every upstream session in the delivery thread: a quiet
+        // relay (most tests) keeps its sessions on the main thread (src/relay/delivery/placement.ts).
+        test: {
+          name: 'relay-thread',
+          include: ['test/relay/delivery/**/*.test.ts'],
+          env: { EMAIL_RELAY_DELIVERY_QUIET_LOCAL: '0' },
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

@@ -9,6 +9,7 @@ import { authConfigured } from './credentials.ts';
 import { AttemptDeadline } from './deadlines.ts';
 import type { DsnAction } from './dsn.ts';
 import { writeOutbox } from './outbox.ts';
+import { SessionPlacement } from './placement.ts';
 import { localDeferral, type Outcome, type RecipientResult, replyCode, verdictOfError } from './reply.ts';
 import {
   type CompiledRule,
@@ -24,8 +25,8 @@ import { type Notices, type Settlement, settle } from './settle.ts';
 import { UpstreamPool } from './transport.ts';
 import type { DeliveryAgent, DeliveryDeps, RouteHealth, RouteState } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
-import { dialLocal, type WireLog, type WireOptions } from './wire.ts';
-import { DELIVERY_THREAD, WireThread } from './wire-thread.ts';
+import { dialLocal, LocalWire, type Wire, type WireLog, type WireOptions } from './wire.ts';
+import { DELIVERY_THREAD, QUIET_LOCAL, WireThread } from './wire-thread.ts';
 
 /** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
 interface Upstream {
@@ -91,6 +92,8 @@ export class Agent implements DeliveryAgent {
   /** Where the upstream sessions live (wire-thread.ts); none: on this thread. */
   private readonly wireThread: WireThread | undefined;
   private readonly wireLog: WireLog;
+  /** With the thread: whether new sessions go there or stay here (placement.ts). */
+  private readonly placement = new SessionPlacement();
 
   constructor(private readonly deps: DeliveryDeps) {
     const { config } = deps;
@@ -449,10 +452,12 @@ export class Agent implements DeliveryAgent {
     });
     const wireOpts: WireOptions = { target, hostname: config.hostname, upstream, env };
     const thread = this.wireThread;
+    const local = (signal: AbortSignal) => dialLocal(wireOpts, signal, this.wireLog);
+    const here = () => !thread || (QUIET_LOCAL && this.placement.local);
     const pool = new UpstreamPool({
-      connect: thread
-        ? (signal) => thread.dial(wireOpts, signal)
-        : (signal) => dialLocal(wireOpts, signal, this.wireLog),
+      connect: (signal) => (here() ? local(signal) : thread!.dial(wireOpts, signal)),
+      // A session on the wrong side since the load changed is closed when released.
+      retire: (wire: Wire) => wire instanceof LocalWire !== here(),
       upstream,
       breaker,
       logger,
@@ -548,6 +553,7 @@ export class Agent implements DeliveryAgent {
   private async attempt(msg: QueuedMessage, up: Upstream, signal: AbortSignal): Promise<AttemptResult> {
     const { config, spool, metrics } = this.deps;
     const seconds = config.upstream.deadlines.attempt;
+    this.placement.sample(this.scheduler.inFlight);
     // One controller for the deadline and the scheduler's signal. AbortSignal.any costs 25-30 µs
     // per call in Node 20 (weak references, a FinalizationRegistry): per message, that added up.
     const ctrl = new AbortController();

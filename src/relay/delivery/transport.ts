@@ -29,6 +29,8 @@ export interface PoolOptions {
    * upstream answered, so it is not the breaker's business; the route's hold takes over.
    */
   isRelayRefusal?: (err: unknown) => boolean;
+  /** A session to close when released rather than keep (one on the main thread once the relay is busy). */
+  retire?: (wire: Wire) => boolean;
 }
 
 /** A session lent to one message's attempt. */
@@ -122,7 +124,8 @@ export class UpstreamPool {
     if (
       this.closed ||
       !session.usable ||
-      session.transactions >= this.opts.upstream.maxMessagesPerConnection
+      session.transactions >= this.opts.upstream.maxMessagesPerConnection ||
+      this.opts.retire?.(session.wire)
     ) {
       void this.quit(session);
       return;
