@@ -563,6 +563,9 @@ for n in range(${PER_POD}):
     );
     expect(load.acked.length + load.errors.length).toBeGreaterThan(2 * LIMIT);
     expect(load.acked.length).toBeGreaterThanOrEqual(LIMIT);
-    expect(load.acked.length).toBeLessThanOrEqual(LIMIT + 10);
+    // The documented error bound (src/relay/peers/rate-share.ts): what the other two replicas
+    // admit in one report interval (500 ms). Three clients that pause 50 ms between messages send
+    // at most 3 x 500 / 50 = 30 in an interval, two thirds of them to the other replicas.
+    expect(load.acked.length).toBeLessThanOrEqual(LIMIT + (2 / 3) * 3 * (500 / 50));
   });
 });
