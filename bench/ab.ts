@@ -15,7 +15,7 @@ import { buildRelay, type RelayEntry, startRelay } from './relay.ts';
 import { Sink } from './sink.ts';
 import { spread } from './spread.ts';
 import { ensureTools } from './tools.ts';
-import { cleanupAll, cleanupOnSignals } from './util.ts';
+import { cleanupAll, cleanupOnSignals, parseEnvList } from './util.ts';
 
 const { values: o } = parseArgs({
   options: {
@@ -30,16 +30,6 @@ const { values: o } = parseArgs({
   },
 });
 
-/** "K=V K2=V2" (or comma-separated) into an environment. */
-function parseEnv(s: string): Record<string, string> {
-  return Object.fromEntries(
-    s
-      .split(/[\s,]+/)
-      .filter(Boolean)
-      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-  );
-}
-
 cleanupOnSignals();
 try {
   await ensureTools(['postfix']);
@@ -47,8 +37,8 @@ try {
   const sink = await Sink.start();
   const size = Number(o.size);
   const relays = {
-    A: await startRelay(build, { upstream: sink.url, env: parseEnv(o.a) }),
-    B: await startRelay(build, { upstream: sink.url, env: parseEnv(o.b) }),
+    A: await startRelay(build, { upstream: sink.url, env: parseEnvList(o.a) }),
+    B: await startRelay(build, { upstream: sink.url, env: parseEnvList(o.b) }),
   };
   let delivered = 0;
   const pass = async (port: number, sessions: number, messages: number) => {

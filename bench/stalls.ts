@@ -15,7 +15,7 @@ import { buildRelay, type RelayEntry, startRelay } from './relay.ts';
 import { Sink } from './sink.ts';
 import { spread } from './spread.ts';
 import { ensureTools } from './tools.ts';
-import { cleanupAll, cleanupOnSignals, onCleanup, percentile } from './util.ts';
+import { cleanupAll, cleanupOnSignals, onCleanup, parseEnvList, percentile } from './util.ts';
 
 const { values: o } = parseArgs({
   options: {
@@ -110,12 +110,7 @@ try {
   const build = await buildRelay(o['relay-entry'] as RelayEntry);
   const dir = await mkdtemp(join(tmpdir(), 'bench-stalls-'));
   onCleanup(() => rm(dir, { recursive: true, force: true }));
-  const relayEnv = Object.fromEntries(
-    o['relay-env']
-      .split(/\s+/)
-      .filter(Boolean)
-      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-  );
+  const relayEnv = parseEnvList(o['relay-env']);
   const spoolTrace = join(dir, 'spool.jsonl');
   const sink = await Sink.start();
   const relay = await startRelay(build, {

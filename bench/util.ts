@@ -90,6 +90,16 @@ export function onCleanup(fn: () => Promise<void> | void): () => Promise<void> {
   return once;
 }
 
+/** A/B switches given as "K=V K2=V2" (--relay-env, --a/--b) into an environment. */
+export function parseEnvList(s: string): Record<string, string> {
+  return Object.fromEntries(
+    s
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
+}
+
 export async function cleanupAll(): Promise<void> {
   for (const fn of cleanups.slice().reverse()) {
     try {

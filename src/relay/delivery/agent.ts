@@ -9,7 +9,7 @@ import { authConfigured } from './credentials.ts';
 import { AttemptDeadline } from './deadlines.ts';
 import type { DsnAction } from './dsn.ts';
 import { writeOutbox } from './outbox.ts';
-import { SessionPlacement } from './placement.ts';
+import { QUIET_LOCAL, SessionPlacement } from './placement.ts';
 import { localDeferral, type Outcome, type RecipientResult, replyCode, verdictOfError } from './reply.ts';
 import {
   type CompiledRule,
@@ -26,7 +26,7 @@ import { UpstreamPool } from './transport.ts';
 import type { DeliveryAgent, DeliveryDeps, RouteHealth, RouteState } from './types.ts';
 import { describeTarget, parseUpstreamUrl, type UpstreamTarget } from './upstream-url.ts';
 import { dialLocal, LocalWire, type Wire, type WireLog, type WireOptions } from './wire.ts';
-import { DELIVERY_THREAD, QUIET_LOCAL, WireThread } from './wire-thread.ts';
+import { DELIVERY_THREAD, WireThread } from './wire-thread.ts';
 
 /** One smarthost: its session pool, circuit breaker, and the messages its open breaker holds back. */
 interface Upstream {

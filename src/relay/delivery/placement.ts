@@ -8,6 +8,10 @@
  * way, with a gap between the two thresholds so that a burst or a lull does not move sessions
  * back and forth (each move costs a dial).
  */
+
+/** EMAIL_RELAY_DELIVERY_QUIET_LOCAL=0: every session in the thread, whatever the load (A/B, tests). */
+export const QUIET_LOCAL = process.env.EMAIL_RELAY_DELIVERY_QUIET_LOCAL !== '0';
+
 export class SessionPlacement {
   private load = 0;
   /** New sessions go on the main thread. */

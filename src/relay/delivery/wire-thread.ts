@@ -27,9 +27,6 @@ import type { DialedInfo, FromThread, SentInfo, ToThread } from './wire-protocol
 
 export const DELIVERY_THREAD = process.env.EMAIL_RELAY_DELIVERY_THREAD !== '0';
 
-/** A quiet relay keeps its sessions on the main thread (placement.ts); =0: always in the thread (A/B, tests). */
-export const QUIET_LOCAL = process.env.EMAIL_RELAY_DELIVERY_QUIET_LOCAL !== '0';
-
 const YOUNG_MB = 4;
 const OLD_MB = 96;
 

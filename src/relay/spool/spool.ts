@@ -229,8 +229,8 @@ class SpoolImpl implements RelaySpool {
   private journal!: Journal;
   private readonly journalOpts: Required<JournalOptions> | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
-  /** @internal the journal asks this per commit (syncOnLoopWhen). */
-  syncOnLoop: () => boolean = () => false;
+  /** Asked by the journal per commit (syncOnLoopWhen). */
+  private syncOnLoop: () => boolean = () => false;
   private readonly perId = new Map<string, Promise<unknown>>();
   readonly writers = new Set<Writer>();
   private closed = false;
