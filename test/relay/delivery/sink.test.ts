@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RelayConfigInput } from '../../../src/config/schema.ts';
+import { QUIET_LOCAL } from '../../../src/relay/delivery/placement.ts';
 import { type SmtpSink, startSmtpSink } from '../../helpers/smtp-sink.ts';
 import { type Harness, makeMessage, startHarness } from './harness.ts';
 
@@ -76,7 +77,10 @@ describe('delivery to smtp-sink', () => {
     await h.waitEmpty();
     await h.agent.stop(Date.now() + 2000); // QUIT the pooled sessions so smtp-sink counts them
     await h.waitFor(() => sink!.sessions() > 0, 5000, 'session counters');
-    expect(sink.sessions()).toBeLessThanOrEqual(4);
+    // The burst moves new sessions from the main thread into the delivery thread (placement.ts):
+    // each main-thread session is closed when released and dialed again there, once. Without
+    // reuse this would be 200.
+    expect(sink.sessions()).toBeLessThanOrEqual(QUIET_LOCAL ? 2 * 4 : 4);
   });
 
   it('splits more than maxRecipientsPerTransaction recipients into several transactions', async () => {
