@@ -83,8 +83,9 @@ export class Scheduler {
     return true;
   }
 
-  /** Everything queued becomes due now, in the order it was queued. */
+  /** Everything queued becomes due now, in the order it was queued; what is running, as makeDue. */
   makeAllDue(): void {
+    for (const r of this.running.values()) r.again = true;
     const now = this.opts.now();
     const items = [...this.queued.values()].map((i) => ({ ...i, due: Math.min(i.due, now) }));
     for (const i of items) this.queued.set(i.id, i);

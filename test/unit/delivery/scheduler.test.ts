@@ -107,6 +107,22 @@ describe('Scheduler', () => {
     expect(s.has('a')).toBe(true);
   });
 
+  it('makeAllDue() (flush) during a run: the run it defers is followed at once by another', async () => {
+    const { s, started, finish } = harness(2);
+    const later = Date.now() + 3_600_000;
+    s.schedule('a', Date.now());
+    s.schedule('b', later);
+    s.makeAllDue(); // 'a' is running; 'b' was waiting and starts now
+    expect(started).toEqual(['a', 'b']);
+    await finish('a', later);
+    expect(started).toEqual(['a', 'b', 'a']);
+    // 'b' began after the flush, and 'a' runs again once only: their deferrals stand.
+    await finish('b', later);
+    await finish('a', later);
+    expect(started).toEqual(['a', 'b', 'a']);
+    expect(s.has('a') && s.has('b')).toBe(true);
+  });
+
   it('forget() of a running id waits for the run and drops what it returns', async () => {
     const { s, finish } = harness(1);
     s.schedule('a', Date.now());
