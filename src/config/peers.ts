@@ -46,7 +46,15 @@ export const peersSchema = z
       .boolean()
       .default(true)
       .describe('Count rate limits across peers (UDP reports on the peer port) instead of per replica'),
-    reportIntervalMs: z.number().int().min(50).max(60_000).default(500),
+    reportIntervalMs: z
+      .number()
+      .int()
+      .min(50)
+      .max(60_000)
+      .default(500)
+      .describe(
+        'How often each replica sends all its rate-limit counts to its peers; the counts it moved go out within 50 ms regardless',
+      ),
   })
   .prefault({});
 

@@ -1,6 +1,8 @@
 /** What the other replicas counted for a key over the same window (relay/peers/rate-share.ts). */
 export interface RemoteCounts {
   count(windowMs: number, key: string): number;
+  /** `key`'s count here changed (the peers are told soon, not at the next periodic report). */
+  touched?(counter: RateCounter, key: string): void;
 }
 
 /**
@@ -47,6 +49,7 @@ export class RateCounter {
     const e = this.advance(key, true)!;
     e.counts[e.counts.length - 1]! += n;
     if (this.keys.size > 10_000) this.prune();
+    this.remote?.touched?.(this, key);
   }
 
   /** Moves a key's buckets up to now; drops the key once its whole window is empty. */

@@ -7,17 +7,22 @@ import type { PeerTrust } from './trust.ts';
 
 /**
  * Rate limits for the relay, not per pod: every replica sends its own counts (per key and
- * window) to each peer every `intervalMs` over UDP on the peer port; a replica admits a message
+ * window) to each peer over UDP on the peer port, the keys it counted since its last report
+ * within PROMPT_MS of the count, and every key every `intervalMs`; a replica admits a message
  * while its own count plus the peers' latest reports is under the limit. A report older than
  * three intervals counts as zero (a peer that left, or a key that went quiet).
  *
  * Error bound: a replica does not see what the others admitted since their last report, so a
- * window can exceed the limit by what the other N-1 replicas admit in one interval plus the
- * network delay (at 600/min, 10 messages/s in all: a few messages at the default 500 ms); it
- * never under-admits however the Service spreads connections. A lost or partitioned peer's
- * admissions are not seen at all: its share is then over the limit by at most what it admits
- * on its own (the per-replica behaviour, as without sharing).
+ * window can exceed the limit by what the other N-1 replicas admit in PROMPT_MS (or the interval,
+ * if shorter) plus the network delay: a few messages at most, and no more as the relay gets
+ * faster per client than the clients' own rate allows. It never under-admits however the Service
+ * spreads connections. A lost or partitioned peer's admissions are not seen at all: its share is
+ * then over the limit by at most what it admits on its own (the per-replica behaviour, as
+ * without sharing). The prompt reports cost at most 1000 / PROMPT_MS datagrams a second per
+ * peer while limited mail flows, holding only the keys that moved.
  */
+const PROMPT_MS = 50;
+
 export class RateShare implements RemoteCounts {
   private readonly id = randomUUID();
   private readonly counters: RateCounter[] = [];
@@ -26,6 +31,9 @@ export class RateShare implements RemoteCounts {
   private readonly trusted = new Map<string, { ok: boolean; at: number }>();
   private socket: Socket | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Keys counted here since the last report, per counter, and the timer that will report them. */
+  private touchedKeys = new Map<RateCounter, Set<string>>();
+  private prompt: NodeJS.Timeout | undefined;
   private readonly now: () => number;
 
   constructor(
@@ -44,6 +52,16 @@ export class RateShare implements RemoteCounts {
 
   track(counter: RateCounter): void {
     this.counters.push(counter);
+  }
+
+  touched(counter: RateCounter, key: string): void {
+    if (!this.socket) return;
+    const keys = this.touchedKeys.get(counter) ?? new Set<string>();
+    this.touchedKeys.set(counter, keys);
+    keys.add(key);
+    if (this.prompt) return;
+    this.prompt = setTimeout(() => void this.report(true), Math.min(PROMPT_MS, this.deps.intervalMs));
+    this.prompt.unref();
   }
 
   count(windowMs: number, key: string): number {
@@ -78,16 +96,25 @@ export class RateShare implements RemoteCounts {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearTimeout(this.prompt);
     await new Promise<void>((r) => (this.socket ? this.socket.close(() => r()) : r()));
     this.socket = undefined;
   }
 
-  /** Our own counts to every peer, in datagrams of at most ~32 KB. */
-  private async report(): Promise<void> {
+  /** Our own counts to every peer, in datagrams of at most ~32 KB: every key, or those `touched` since the last report. */
+  private async report(touched = false): Promise<void> {
     const socket = this.socket;
+    const keys = this.touchedKeys;
+    this.touchedKeys = new Map();
+    clearTimeout(this.prompt);
+    this.prompt = undefined;
     if (!socket) return;
     const counts: [number, string, number][] = [];
-    for (const c of this.counters) for (const [key, n] of c.localCounts()) counts.push([c.windowMs, key, n]);
+    if (touched)
+      for (const [c, ks] of keys) for (const key of ks) counts.push([c.windowMs, key, c.localCount(key)]);
+    else
+      for (const c of this.counters)
+        for (const [key, n] of c.localCounts()) counts.push([c.windowMs, key, n]);
     if (!counts.length) return;
     const peers = await this.deps.directory.resolve().catch(() => []);
     const datagrams: Buffer[] = [];

@@ -32,7 +32,7 @@ async function attempt(relay: TestRelay, n: number): Promise<boolean> {
   }
 }
 
-async function threeRelays(shared: boolean): Promise<TestRelay[]> {
+async function threeRelays(shared: boolean, reportIntervalMs = 200): Promise<TestRelay[]> {
   const ports = [await freePort(), await freePort(), await freePort()];
   const relays: TestRelay[] = [];
   for (const [i, port] of ports.entries()) {
@@ -48,7 +48,7 @@ async function threeRelays(shared: boolean): Promise<TestRelay[]> {
         addresses: ports.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p}`),
         trust: { networks: ['127.0.0.0/8'] },
         sharedRateLimits: shared,
-        reportIntervalMs: 200,
+        reportIntervalMs,
       },
     };
     relays.push(await startRelay(input));
@@ -80,6 +80,19 @@ describe('rate limits across replicas', () => {
     console.log(`shared: tried ${r.tried}, accepted ${r.accepted} (${r.perRelay.join('/')}), limit ${LIMIT}`);
     expect(r.tried).toBeGreaterThan(2.5 * LIMIT);
     // Bound: what the other replicas admit within one report interval (plus delay), here ~3.
+    expect(r.accepted).toBeGreaterThanOrEqual(LIMIT);
+    expect(r.accepted).toBeLessThanOrEqual(LIMIT + 6);
+  });
+
+  it('a replica tells its peers of the counts it moved within 50 ms, whatever the report interval (10 s here)', async () => {
+    // Every key is reported each interval; the keys just counted go out within 50 ms. With only
+    // the interval, each replica would admit up to the limit on its own for the first 10 s.
+    const relays = await threeRelays(true, 10_000);
+    const r = await flood(relays);
+    console.log(
+      `prompt reports: tried ${r.tried}, accepted ${r.accepted} (${r.perRelay.join('/')}), limit ${LIMIT}`,
+    );
+    expect(r.tried).toBeGreaterThan(2.5 * LIMIT);
     expect(r.accepted).toBeGreaterThanOrEqual(LIMIT);
     expect(r.accepted).toBeLessThanOrEqual(LIMIT + 6);
   });
