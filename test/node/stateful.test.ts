@@ -563,9 +563,11 @@ for n in range(${PER_POD}):
     );
     expect(load.acked.length + load.errors.length).toBeGreaterThan(2 * LIMIT);
     expect(load.acked.length).toBeGreaterThanOrEqual(LIMIT);
-    // The documented error bound (src/relay/peers/rate-share.ts): what the other two replicas
-    // admit in one report interval (500 ms). Three clients that pause 50 ms between messages send
-    // at most 3 x 500 / 50 = 30 in an interval, two thirds of them to the other replicas.
+    // A loose ceiling: what the other two replicas admit in one full report interval (500 ms).
+    // Three clients that pause 50 ms between messages send at most 3 x 500 / 50 = 30 in an
+    // interval, two thirds of them to the other replicas. The documented bound
+    // (src/relay/peers/rate-share.ts) is tighter, the counts moved reach the peers within 50 ms;
+    // this test keeps the ceiling because pod networking on a loaded node may delay datagrams.
     expect(load.acked.length).toBeLessThanOrEqual(LIMIT + (2 / 3) * 3 * (500 / 50));
   });
 });

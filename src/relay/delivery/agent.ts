@@ -553,7 +553,13 @@ export class Agent implements DeliveryAgent {
   private async attempt(msg: QueuedMessage, up: Upstream, signal: AbortSignal): Promise<AttemptResult> {
     const { config, spool, metrics } = this.deps;
     const seconds = config.upstream.deadlines.attempt;
-    this.placement.sample(this.scheduler.inFlight);
+    if (this.placement.sample(this.scheduler.inFlight) && this.wireThread)
+      this.deps.logger.debug(
+        { attemptsUnderWay: this.placement.average, local: this.placement.local },
+        this.placement.local
+          ? 'new upstream sessions on the main thread'
+          : 'new upstream sessions in the delivery thread',
+      );
     // One controller for the deadline and the scheduler's signal. AbortSignal.any costs 25-30 µs
     // per call in Node 20 (weak references, a FinalizationRegistry): per message, that added up.
     const ctrl = new AbortController();

@@ -28,10 +28,17 @@ export class SessionPlacement {
     },
   ) {}
 
-  /** An attempt starts, with `inFlight` attempts under way (itself included). */
-  sample(inFlight: number): void {
+  /** An attempt starts, with `inFlight` attempts under way (itself included). True if the place changed. */
+  sample(inFlight: number): boolean {
     this.load += (inFlight - this.load) * this.o.alpha;
     if (this.local && this.load > this.o.busyAbove) this.local = false;
     else if (!this.local && this.load < this.o.quietBelow) this.local = true;
+    else return false;
+    return true;
+  }
+
+  /** The moving average, for the log line of a move. */
+  get average(): number {
+    return Math.round(this.load * 100) / 100;
   }
 }

@@ -34,6 +34,8 @@ export class RateShare implements RemoteCounts {
   /** Keys counted here since the last report, per counter, and the timer that will report them. */
   private touchedKeys = new Map<RateCounter, Set<string>>();
   private prompt: NodeJS.Timeout | undefined;
+  /** The peers found last, and when. */
+  private peers: { list: { host: string; port: number }[]; at: number } | undefined;
   private readonly now: () => number;
 
   constructor(
@@ -116,7 +118,7 @@ export class RateShare implements RemoteCounts {
       for (const c of this.counters)
         for (const [key, n] of c.localCounts()) counts.push([c.windowMs, key, n]);
     if (!counts.length) return;
-    const peers = await this.deps.directory.resolve().catch(() => []);
+    const peers = await this.resolvePeers();
     const datagrams: Buffer[] = [];
     let chunk: [number, string, number][] = [];
     let size = 0;
@@ -132,6 +134,17 @@ export class RateShare implements RemoteCounts {
     }
     flush();
     for (const p of peers) for (const d of datagrams) socket.send(d, p.port, p.host, () => undefined);
+  }
+
+  /**
+   * The peers, looked up at most once per interval: a name lookup (the headless Service's,
+   * through the cluster DNS) for each prompt report, up to 20 a second per replica, would be a load.
+   */
+  private async resolvePeers(): Promise<{ host: string; port: number }[]> {
+    if (this.peers && this.now() - this.peers.at < this.deps.intervalMs) return this.peers.list;
+    const list = await this.deps.directory.resolve().catch(() => []);
+    this.peers = { list, at: this.now() };
+    return list;
   }
 
   private async receive(buf: Buffer, address: string): Promise<void> {

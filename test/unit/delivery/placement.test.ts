@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { SessionPlacement } from '../../../src/relay/delivery/placement.ts';
 
+/** Samples `times` times; checks that sample() says true exactly when `local` changes (the log line). */
 const feed = (p: SessionPlacement, inFlight: number, times: number) => {
-  for (let i = 0; i < times; i++) p.sample(inFlight);
+  for (let i = 0; i < times; i++) {
+    const before = p.local;
+    expect(p.sample(inFlight)).toBe(p.local !== before);
+  }
 };
 
 describe('SessionPlacement', () => {
