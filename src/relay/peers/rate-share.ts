@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import type { Logger } from '../../lib/logger.ts';
 import type { RateCounter, RemoteCounts } from '../access/rate-limit.ts';
-import type { PeerDirectory } from './directory.ts';
+import type { Peer, PeerDirectory } from './directory.ts';
 import type { PeerTrust } from './trust.ts';
 
 /**
@@ -13,8 +13,8 @@ import type { PeerTrust } from './trust.ts';
  * three intervals counts as zero (a peer that left, or a key that went quiet).
  *
  * Error bound: a replica does not see what the others admitted since their last report, so a
- * window can exceed the limit by what the other N-1 replicas admit in PROMPT_MS (or the interval,
- * if shorter) plus the network delay: a few messages at most, and no more as the relay gets
+ * window can exceed the limit by what the other N-1 replicas admit in PROMPT_MS (the shortest
+ * interval the config allows) plus the network delay: a few messages at most, and no more as the relay gets
  * faster per client than the clients' own rate allows. It never under-admits however the Service
  * spreads connections. A lost or partitioned peer's admissions are not seen at all: its share is
  * then over the limit by at most what it admits on its own (the per-replica behaviour, as
@@ -35,7 +35,7 @@ export class RateShare implements RemoteCounts {
   private touchedKeys = new Map<RateCounter, Set<string>>();
   private prompt: NodeJS.Timeout | undefined;
   /** The peers found last, and when. */
-  private peers: { list: { host: string; port: number }[]; at: number } | undefined;
+  private peers: { list: Peer[]; at: number } | undefined;
   private readonly now: () => number;
 
   constructor(
@@ -62,7 +62,7 @@ export class RateShare implements RemoteCounts {
     this.touchedKeys.set(counter, keys);
     keys.add(key);
     if (this.prompt) return;
-    this.prompt = setTimeout(() => void this.report(true), Math.min(PROMPT_MS, this.deps.intervalMs));
+    this.prompt = setTimeout(() => void this.report(true), PROMPT_MS);
     this.prompt.unref();
   }
 
@@ -140,7 +140,7 @@ export class RateShare implements RemoteCounts {
    * The peers, looked up at most once per interval: a name lookup (the headless Service's,
    * through the cluster DNS) for each prompt report, up to 20 a second per replica, would be a load.
    */
-  private async resolvePeers(): Promise<{ host: string; port: number }[]> {
+  private async resolvePeers(): Promise<Peer[]> {
     if (this.peers && this.now() - this.peers.at < this.deps.intervalMs) return this.peers.list;
     const list = await this.deps.directory.resolve().catch(() => []);
     this.peers = { list, at: this.now() };

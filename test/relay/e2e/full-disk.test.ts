@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../../helpers/poll.ts';
 import { freePort } from '../../helpers/ports.ts';
 import { relaysPerTest } from '../../helpers/relay.ts';
 import { SmtpDialog } from '../../helpers/smtp-dialog.ts';
@@ -125,7 +126,9 @@ describe('a relay killed on a 100 % full disk', () => {
       }
       const ms = Date.now() - t0;
       // Log lines go out in batches of up to 20 ms (lib/logger.ts): the start line may trail /healthz.
-      for (let i = 0; i < 40 && !/relay started/.test(log); i++) await new Promise((r) => setTimeout(r, 50));
+      await eventually('the "relay started" line', () => (/relay started/.test(log) ? true : undefined), {
+        timeoutMs: 2000,
+      });
       return ms;
     };
 
