@@ -33,7 +33,10 @@ const OLD_MB = 96;
 /** Body bytes sent along with the transaction; the rest the thread pulls chunk by chunk. */
 const EAGER_BYTES = 256 * 1024;
 
-type Pending = { resolve: (m: FromThread) => void; onPull?: () => void };
+/** What a call gets when the thread exits before answering it (the thread itself never sends this). */
+type Exited = { op: 'exited' };
+type Reply = FromThread | Exited;
+type Pending = { resolve: (m: Reply) => void; onPull?: () => void };
 
 export class WireThread {
   private worker: Worker | undefined;
@@ -65,6 +68,8 @@ export class WireThread {
       signal.addEventListener('abort', onAbort, { once: true });
       reply.then((m) => {
         signal.removeEventListener('abort', onAbort);
+        if (m.op === 'exited')
+          return reject(Object.assign(new Error('delivery thread exited'), { code: 'ECONNECTION' }));
         if (m.op !== 'dialed') return reject(new Error(`delivery thread: unexpected ${m.op}`));
         if (m.error) return reject(Object.assign(new Error(m.error.message), m.error));
         const w = new RemoteWire(this, m.info!);
@@ -172,9 +177,9 @@ export class WireThread {
   private request(
     m: ToThread & { call: number },
     onPull?: () => void,
-  ): { call: number; reply: Promise<FromThread> } {
+  ): { call: number; reply: Promise<Reply> } {
     const call = this.nextCall++;
-    const reply = new Promise<FromThread>((resolve) =>
+    const reply = new Promise<Reply>((resolve) =>
       this.pending.set(call, { resolve, ...(onPull ? { onPull } : {}) }),
     );
     this.post({ ...m, call } as ToThread);
@@ -182,7 +187,7 @@ export class WireThread {
   }
 
   /** Nobody waits for this call's reply any more; the thread drops what it does for it. */
-  private forget(call: number, late?: (m: FromThread) => void): void {
+  private forget(call: number, late?: (m: Reply) => void): void {
     this.pending.set(call, { resolve: late ?? (() => {}) });
     this.post({ op: 'abort', call });
   }
@@ -214,12 +219,7 @@ export class WireThread {
       this.pending.clear();
       for (const r of this.wires.values()) r.alive = false;
       this.wires.clear();
-      for (const p of failed)
-        p.resolve({
-          op: 'dialed',
-          call: 0,
-          error: { message: 'delivery thread exited', code: 'ECONNECTION' },
-        });
+      for (const p of failed) p.resolve({ op: 'exited' });
     });
     this.worker = w;
     return w;

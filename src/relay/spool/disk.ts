@@ -7,20 +7,54 @@ import { isCode } from './lock.ts';
 // Linux IOV_MAX; more buffers per writev fail with EINVAL.
 const IOV_MAX = 1024;
 
-/** Writes every buffer at `pos`, looping over partial writes. */
-export async function writeAll(fh: FileHandle, bufs: readonly Buffer[], pos: number): Promise<number> {
+/** One writev to make: these buffers at this offset, `want` bytes in all. */
+interface WriteStep {
+  batch: Buffer[];
+  pos: number;
+  want: number;
+}
+
+/**
+ * The loop both writers share, without the write itself: yields each writev to make and is
+ * told how many bytes it wrote; a partial write is followed by the rest. Returns the total.
+ */
+export function* writeSteps(bufs: readonly Buffer[], pos: number): Generator<WriteStep, number, number> {
   let list = bufs.filter((b) => b.length > 0);
   let written = 0;
   while (list.length > 0) {
     const batch = list.slice(0, IOV_MAX);
     const want = batch.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } =
-      batch.length === 1 ? await fh.write(batch[0]!, 0, want, pos) : await fh.writev(batch, pos);
-    pos += bytesWritten;
-    written += bytesWritten;
-    list = bytesWritten === want ? list.slice(batch.length) : dropWritten(list, bytesWritten);
+    const n = yield { batch, pos, want };
+    pos += n;
+    written += n;
+    list = n === want ? list.slice(batch.length) : dropWritten(list, n);
   }
   return written;
+}
+
+/** Writes every buffer at `pos`, looping over partial writes. */
+export async function writeAll(fh: FileHandle, bufs: readonly Buffer[], pos: number): Promise<number> {
+  const steps = writeSteps(bufs, pos);
+  for (let step = steps.next(0); ; ) {
+    if (step.done) return step.value;
+    const { batch, pos: at, want } = step.value;
+    const { bytesWritten } =
+      batch.length === 1 ? await fh.write(batch[0]!, 0, want, at) : await fh.writev(batch, at);
+    step = steps.next(bytesWritten);
+  }
+}
+
+/**
+ * writeAll on the calling thread: for small appends into blocks that already exist, where the
+ * copy into the page cache takes microseconds and the thread-pool round trip of an async write
+ * costs more than the write itself.
+ */
+export function writeAllSync(fd: number, bufs: readonly Buffer[], pos: number): number {
+  const steps = writeSteps(bufs, pos);
+  for (let step = steps.next(0); ; ) {
+    if (step.done) return step.value;
+    step = steps.next(writevSync(fd, step.value.batch, step.value.pos));
+  }
 }
 
 /** After a partial write of `n` bytes: the buffers (and the part of one) still to go. */
@@ -35,25 +69,6 @@ function dropWritten(list: readonly Buffer[], n: number): Buffer[] {
     }
   }
   return rest;
-}
-
-/**
- * writeAll on the calling thread: for small appends into blocks that already exist, where the
- * copy into the page cache takes microseconds and the thread-pool round trip of an async write
- * costs more than the write itself.
- */
-export function writeAllSync(fd: number, bufs: readonly Buffer[], pos: number): number {
-  let list = bufs.filter((b) => b.length > 0);
-  let written = 0;
-  while (list.length > 0) {
-    const batch = list.slice(0, IOV_MAX);
-    const want = batch.reduce((n, b) => n + b.length, 0);
-    const n = writevSync(fd, batch, pos);
-    pos += n;
-    written += n;
-    list = n === want ? list.slice(batch.length) : dropWritten(list, n);
-  }
-  return written;
 }
 
 /**

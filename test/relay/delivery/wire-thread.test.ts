@@ -1,3 +1,4 @@
+import { createServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
@@ -121,6 +122,24 @@ describe('delivery thread', () => {
     const r2 = await again.send(env(7), bodyOf(Buffer.from('again\r\n')), new AbortController().signal);
     expect([...r2.verdicts.values()][0]!.outcome).toBe('sent');
     await again.quit();
+  });
+
+  it('rejects a dial under way when the thread exits, as a connection failure', async () => {
+    // An upstream that accepts and never greets: the dial waits in the thread.
+    const held: Socket[] = [];
+    const mute = createServer((s) => held.push(s));
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+      return new Promise<void>((r) => mute.close(() => r()));
+    });
+    const t = thread();
+    const dialing = t.dial(opts((mute.address() as { port: number }).port), new AbortController().signal);
+    while (held.length === 0) await new Promise((r) => setTimeout(r, 10));
+    await t.crash();
+    const err = await dialing.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(errorFields(err)).toEqual({ message: 'delivery thread exited', code: 'ECONNECTION' });
   });
 
   it('rejects a dial the upstream refuses with the SMTP fields the breaker and the verdicts read', async () => {
