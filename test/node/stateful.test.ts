@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorSummary } from './clients.ts';
 import { type NodeCluster, nodeCluster, waitUntil } from './cluster.ts';
-import { startLoad } from './load.ts';
+import { type Load, startLoad } from './load.ts';
 import { deployOperator, OPERATOR_NAMESPACE } from './product.ts';
 import { type NodeSink, startNodeSink } from './sink.ts';
 
@@ -80,6 +80,31 @@ for i in range(3):
 }
 
 /** Of the load's acknowledged ids, how many never reached the sink (waits up to 5 minutes). */
+/** Three clients on the relay's Service, one message per connection, for `seconds`. */
+function relayLoad(prefix: string, seconds: number): Promise<Load> {
+  return startLoad(cluster, {
+    namespace: APP,
+    prefix,
+    n: 3,
+    host: `${NAME}.${NS}.svc.cluster.local`,
+    seconds,
+    pauseMs: 400,
+  });
+}
+
+/** The load ran to its end (the disruption did not outlast it): every 250 delivered, no client error. */
+async function expectNothingLost(running: Load, label: string): Promise<void> {
+  expect(Date.now()).toBeLessThan(running.endsAt);
+  const load = await running.finish();
+  const lost = await lostOf(load.acked);
+  console.log(
+    `${label}: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
+  );
+  expect(load.acked.length).toBeGreaterThan(50);
+  expect(lost).toBe(0);
+  expect(load.errors).toEqual([]);
+}
+
 async function lostOf(acked: string[]): Promise<number> {
   const want = acked.map((id) => `load ${id}`);
   const subjects = (m: { data: string }[]) => new Set(m.map((x) => /^Subject: (.*)$/m.exec(x.data)?.[1]));
@@ -340,28 +365,13 @@ for n in range(${PER_POD}):
   });
 
   it('kubectl rollout restart under one-message-per-connection load: 0 client errors, 0 lost', async () => {
-    const running = await startLoad(cluster, {
-      namespace: APP,
-      prefix: 'roll',
-      n: 3,
-      host: `${NAME}.${NS}.svc.cluster.local`,
-      seconds: 90,
-      pauseMs: 400,
-    });
+    const running = await relayLoad('roll', 90);
     await new Promise((r) => setTimeout(r, 5_000));
     await cluster.kubectl(['-n', NS, 'rollout', 'restart', `sts/${NAME}`]);
     await cluster.kubectl(['-n', NS, 'rollout', 'status', `sts/${NAME}`, '--timeout=300s'], {
       timeoutMs: 320_000,
     });
-    expect(Date.now()).toBeLessThan(running.endsAt);
-    const load = await running.finish();
-    const lost = await lostOf(load.acked);
-    console.log(
-      `rollout restart under load: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
-    );
-    expect(load.acked.length).toBeGreaterThan(50);
-    expect(lost).toBe(0);
-    expect(load.errors).toEqual([]);
+    await expectNothingLost(running, 'rollout restart under load');
   });
   it('kubectl drain of the relay pods with the PDB, under load: one pod at a time, 0 client errors, 0 lost', async () => {
     // One node: a drain cordons the only node, so an evicted pod cannot come back until uncordon.
@@ -377,14 +387,7 @@ for n in range(${PER_POD}):
     expect(pdb.spec.maxUnavailable).toBe(1);
     expect((await cluster.pods(NS, selector)).sort()).toEqual([`${NAME}-0`, `${NAME}-1`]);
     const node = (await cluster.kubectl(['get', 'nodes', '-o', 'jsonpath={.items[0].metadata.name}'])).stdout;
-    const running = await startLoad(cluster, {
-      namespace: APP,
-      prefix: 'drain',
-      n: 3,
-      host: `${NAME}.${NS}.svc.cluster.local`,
-      seconds: 160,
-      pauseMs: 400,
-    });
+    const running = await relayLoad('drain', 160);
     await new Promise((r) => setTimeout(r, 5_000));
     let drain: { code: number; stdout: string; stderr: string };
     let readyWhileCordoned: number;
@@ -471,15 +474,7 @@ for n in range(${PER_POD}):
       },
       180_000,
     );
-    expect(Date.now()).toBeLessThan(running.endsAt);
-    const load = await running.finish();
-    const lost = await lostOf(load.acked);
-    console.log(
-      `node drain and eviction under load: acked ${load.acked.length}, lost ${lost}, client errors ${load.errors.length} (${errorSummary(load.errors)})`,
-    );
-    expect(load.acked.length).toBeGreaterThan(50);
-    expect(lost).toBe(0);
-    expect(load.errors).toEqual([]);
+    await expectNothingLost(running, 'node drain and eviction under load');
   });
 
   it('a namespace rate limit holds across 3 replicas (shared counts), however the Service spreads connections', async () => {
