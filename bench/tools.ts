@@ -11,7 +11,7 @@ const DIRS = ['/usr/bin', '/usr/sbin', '/sbin', '/usr/lib/postfix/sbin', '/usr/l
 
 export const TOOLS = {
   postfix: { binaries: ['postfix', 'smtp-source', 'smtp-sink', 'postconf'], pkg: 'postfix' },
-  valgrind: { binaries: ['valgrind'], pkg: 'valgrind' },
+  valgrind: { binaries: ['valgrind', 'callgrind_annotate'], pkg: 'valgrind' },
 } as const;
 
 export type ToolName = keyof typeof TOOLS;
