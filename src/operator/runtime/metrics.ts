@@ -3,9 +3,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 /** The operator's metrics, named like controller-runtime's so existing dashboards fit. */
 export function createOperatorMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
-  // 100 ms, not prom-client's 10 ms: the event-loop-delay timer would wake the operator 100 times a second.
-  if (opts.defaultMetrics ?? true)
-    collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+  if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
   return {
     registry,
     reconciles: new Counter({
