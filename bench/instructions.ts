@@ -11,8 +11,8 @@
  * session where N=200 gave 6.2 M: V8 was still optimising). Every thread of the process counts
  * (libuv's pool doing the fdatasyncs, V8's compiler and GC threads); the kernel's work does not.
  *
- *   node --import tsx bench/instructions.ts                       # 2 KB at 1 and 20 sessions
- *   node --import tsx bench/instructions.ts --sessions 1 -m 200   # the quick one
+ *   node --import tsx bench/instructions.ts                       # 2 KB at 1 and 20 sessions (W=2000, N=400)
+ *   node --import tsx bench/instructions.ts --sessions 1 -m 200 -w 200   # quick, but mostly JIT warm-up
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -140,8 +140,8 @@ export const formatCount = (c: InstructionCount) =>
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { values } = parseArgs({
     options: {
-      messages: { type: 'string', short: 'm', default: '300' },
-      warmup: { type: 'string', short: 'w' },
+      messages: { type: 'string', short: 'm', default: '400' },
+      warmup: { type: 'string', short: 'w', default: '2000' },
       sessions: { type: 'string', default: '1,20' },
       size: { type: 'string', default: '2048' },
       'relay-entry': { type: 'string', default: 'built' },
@@ -159,7 +159,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
         size: Number(values.size),
         sessions,
         messages: Number(values.messages),
-        warmup: Number(values.warmup ?? values.messages),
+        warmup: Number(values.warmup),
         nodeArgs: values['relay-node-args'].split(/\s+/).filter(Boolean),
       });
       results.push(c);
