@@ -48,8 +48,9 @@ try {
     await sink.waitFor(delivered, 60_000 + messages * 100);
     return (messages / (performance.now() - t0)) * 1000;
   };
-  // The same warm-up as the main benchmark's cells: V8 done optimising before anything counts.
-  for (const r of [relays.A, relays.B]) await pass(r.port, 20, Number(o.warm));
+  // The same warm-up as the main benchmark's cells (at their own session count, at most 20): V8
+  // done optimising the paths the rounds take before anything counts.
+  for (const r of [relays.A, relays.B]) await pass(r.port, Math.min(Number(o.sessions), 20), Number(o.warm));
   const ratios: number[] = [];
   for (let i = 0; i < Number(o.rounds); i++) {
     const rate = { A: 0, B: 0 };

@@ -193,7 +193,7 @@ async function sendBatch(
   let body: Readable;
   try {
     body = ctx.spool.openBody(msg.id) as Readable;
-    if (msg.size <= ONE_CHUNK_BYTES) body = await inOneChunk(body);
+    if (msg.size <= READ_AHEAD_BYTES) body = await readAhead(body);
   } catch (err) {
     const v = verdictOfError({
       message: `cannot read queued message: ${(err as Error).message}`,
@@ -205,27 +205,56 @@ async function sendBatch(
 }
 
 /**
- * Bodies up to this size are read from the spool before the transaction and go to the upstream
- * as one chunk: the spool hands a message over in the pieces it was stored in (Received header,
- * header block, body...), and each piece was a write(2) to the upstream socket (4 per 2 KB
- * message, plus the final dot); now the message is one write and the dot another. The journal
- * keeps messages this small in memory, and a spool that cannot be read fails the attempt before
- * the upstream saw a byte (no broken session).
+ * Bodies up to this size are read from the spool before the transaction, so that a spool that
+ * cannot be read fails the attempt before the upstream saw a byte (no broken session); the
+ * journal keeps messages this small in memory.
  */
-const ONE_CHUNK_BYTES = 256 * 1024;
+const READ_AHEAD_BYTES = 256 * 1024;
 
-async function inOneChunk(body: Readable): Promise<Readable> {
+/**
+ * The spool hands a message over in the pieces it was stored in (Received header, header block,
+ * body chunks as they were received), and each piece becomes a write(2) to the upstream socket.
+ * Neighbouring pieces are joined up to this size: a 2 KB message is one write (it was 4, plus
+ * the final dot). Pieces beyond it go as they are: joining a 100 KB body copied it into a new
+ * buffer for every message, and that garbage (with the dot-stuffing's copy) had the relay's GC
+ * at 17 % of its time at 100 KB × 1 session; a write of its own costs far less.
+ */
+const JOIN_BYTES = 16 * 1024;
+
+async function readAhead(body: Readable): Promise<Readable> {
   const parts: Buffer[] = [];
   try {
     for await (const chunk of body) parts.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   } finally {
     body.destroy();
   }
-  const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-  const one = new Readable({ read() {} });
-  one.push(whole);
-  one.push(null);
-  return one;
+  const out = new Readable({ read() {} });
+  for (const piece of joinSmall(parts, JOIN_BYTES)) out.push(piece);
+  out.push(null);
+  return out;
+}
+
+/** Joins runs of neighbouring buffers while the run stays within `max` bytes; larger ones stay whole. */
+export function joinSmall(parts: readonly Buffer[], max: number): Buffer[] {
+  const out: Buffer[] = [];
+  let run: Buffer[] = [];
+  let runBytes = 0;
+  const close = () => {
+    if (run.length) out.push(run.length === 1 ? run[0]! : Buffer.concat(run, runBytes));
+    run = [];
+    runBytes = 0;
+  };
+  for (const p of parts) {
+    if (!p.length) continue;
+    if (runBytes + p.length > max) close();
+    if (p.length > max) out.push(p);
+    else {
+      run.push(p);
+      runBytes += p.length;
+    }
+  }
+  close();
+  return out;
 }
 
 /** Why no session could be had: the breaker held the attempt back, or the dial failed. */

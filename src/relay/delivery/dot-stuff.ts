@@ -97,8 +97,11 @@ function fastTransform(
   done();
 }
 
-/** A held chunk up to this size is copied together with the final dot into one buffer. */
-const JOIN_MAX = 256 * 1024;
+/**
+ * A held chunk up to this size is copied together with the final dot into one buffer (one write
+ * for a small message's end); a larger one goes on its own, not copied (see attempt.ts JOIN_BYTES).
+ */
+const JOIN_MAX = 16 * 1024;
 
 /** nodemailer's _flush (the final dot after CRLF, added if the body lacks it), after the held chunk. */
 function fastFlush(this: DataStreamLike, done: TransformCallback) {
