@@ -6,7 +6,15 @@ import { buildRelay, type RelayEntry, startRelay } from './relay.ts';
 import { Sink } from './sink.ts';
 import { formatRatio, ratioSpread, spread } from './spread.ts';
 import { ensureTools } from './tools.ts';
-import { cleanupAll, cleanupOnSignals, freePort, listening, onCleanup, terminate, waitUntil } from './util.ts';
+import {
+  cleanupAll,
+  cleanupOnSignals,
+  freePort,
+  listening,
+  onCleanup,
+  terminate,
+  waitUntil,
+} from './util.ts';
 
 /**
  * How far from what Node.js itself allows is the relay? Postfix, the relay and two bare Node.js
@@ -36,9 +44,13 @@ const NAMES: readonly Name[] = ['postfix', 'relay', 'bare', 'bare+delivery'];
 async function startBare(upstreamPort?: number): Promise<number> {
   const port = await freePort();
   const args = ['--import', import.meta.resolve('tsx'), new URL('./bare-smtp.ts', import.meta.url).pathname];
-  const child: ChildProcess = spawn(process.execPath, [...args, String(port), ...(upstreamPort ? [String(upstreamPort)] : [])], {
-    stdio: 'ignore',
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...args, String(port), ...(upstreamPort ? [String(upstreamPort)] : [])],
+    {
+      stdio: 'ignore',
+    },
+  );
   onCleanup(() => terminate(child, 2000));
   await waitUntil(`bare smtp on ${port}`, () => listening(port), 10_000, 50);
   return port;
@@ -52,7 +64,9 @@ try {
   const sinks = { postfix: await Sink.start(), relay: await Sink.start(), delivery: await Sink.start() };
   const pf = await startPostfix(sinks.postfix.port);
   onCleanup(() => pf.stop());
-  const relay = await startRelay(await buildRelay(o['relay-entry'] as RelayEntry), { upstream: sinks.relay.url });
+  const relay = await startRelay(await buildRelay(o['relay-entry'] as RelayEntry), {
+    upstream: sinks.relay.url,
+  });
   const ports: Record<Name, number> = {
     postfix: pf.port,
     relay: relay.port,
@@ -71,9 +85,13 @@ try {
       await new Promise((r) => setTimeout(r, 500));
       rates[name].push(await pass(name, Number(o.messages)));
     }
-    console.log(`round ${i + 1}: ${NAMES.map((n) => `${n} ${rates[n].at(-1)!.toFixed(0)}`).join(', ')} msg/s`);
+    console.log(
+      `round ${i + 1}: ${NAMES.map((n) => `${n} ${rates[n].at(-1)!.toFixed(0)}`).join(', ')} msg/s`,
+    );
   }
-  console.log(`accepted/s, ${size} B x ${sessions} sessions, median (min–max), and against Postfix round by round:`);
+  console.log(
+    `accepted/s, ${size} B x ${sessions} sessions, median (min–max), and against Postfix round by round:`,
+  );
   for (const name of NAMES) {
     const s = spread(rates[name]);
     const vs = ratioSpread(
