@@ -192,8 +192,13 @@ async function sendBatch(
   };
   let body: Readable;
   try {
-    body = ctx.spool.openBody(msg.id) as Readable;
-    if (msg.size <= READ_AHEAD_BYTES) body = await readAhead(body);
+    // Just received, the message is still in memory: no stream to read it through.
+    const held = ctx.spool.bodyInMemory(msg.id);
+    if (held) body = readableOf(joinSmall(held, JOIN_BYTES));
+    else {
+      body = ctx.spool.openBody(msg.id) as Readable;
+      if (msg.size <= READ_AHEAD_BYTES) body = await readAhead(body);
+    }
   } catch (err) {
     const v = verdictOfError({
       message: `cannot read queued message: ${(err as Error).message}`,
@@ -228,8 +233,12 @@ async function readAhead(body: Readable): Promise<Readable> {
   } finally {
     body.destroy();
   }
+  return readableOf(joinSmall(parts, JOIN_BYTES));
+}
+
+function readableOf(pieces: readonly Buffer[]): Readable {
   const out = new Readable({ read() {} });
-  for (const piece of joinSmall(parts, JOIN_BYTES)) out.push(piece);
+  for (const piece of pieces) out.push(piece);
   out.push(null);
   return out;
 }

@@ -531,6 +531,10 @@ class SpoolImpl implements RelaySpool {
     if (this.fsync) await syncDir(q);
   }
 
+  bodyInMemory(id: string): readonly Buffer[] | undefined {
+    return this.index.has(id) ? this.recent.body(id) : undefined;
+  }
+
   openBody(id: string): NodeJS.ReadableStream {
     const e = this.index.get(id);
     if (!e) return failedStream(new NotQueuedError(id));

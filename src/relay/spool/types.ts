@@ -127,6 +127,12 @@ export interface Spool {
   get(id: string): Promise<QueuedMessage | undefined>;
   /** The message bytes, streamed from disk (never held whole in memory). */
   openBody(id: string): NodeJS.ReadableStream;
+  /**
+   * The message bytes while the spool still holds them in memory (just committed, small), as
+   * the pieces they were stored in; undefined otherwise (then openBody reads them from disk).
+   * The caller must not modify the buffers.
+   */
+  bodyInMemory(id: string): readonly Buffer[] | undefined;
   /** Persist changed delivery state (recipient statuses, attempts, nextAttemptAt) durably. */
   update(msg: QueuedMessage): Promise<void>;
   /** Remove a message for good (delivered, bounced, expired, deleted by an admin). */

@@ -27,7 +27,7 @@ const files = (dir: string, sub: string) => readdirSync(join(dir, sub)).sort();
 describe.each([
   ['journal', {}],
   ['per-file fsync', { journal: false as const }],
-])('spool round trip (%s)', (_name, opts) => {
+])('spool round trip (%s)', (mode, opts) => {
   it('commit, get, openBody, update, remove', async () => {
     const dir = setup();
     const spool = await open(dir, opts);
@@ -50,6 +50,10 @@ describe.each([
 
     expect(await spool.get(msg.id)).toEqual(msg);
     expect((await readAll(spool.openBody(msg.id))).equals(body)).toBe(true);
+    // Just committed, the journal keeps it in memory: the same bytes as on disk.
+    const held = spool.bodyInMemory(msg.id);
+    if (mode === 'journal') expect(held).toBeDefined();
+    if (held) expect(Buffer.concat(held).equals(body)).toBe(true);
     expect(spool.entries()).toEqual([
       { id: msg.id, size: 3000, receivedAt: msg.receivedAt, nextAttemptAt: msg.receivedAt },
     ]);
@@ -78,6 +82,7 @@ describe.each([
     expect(spool.entries()).toEqual([]);
     expect(spool.stats()).toMatchObject({ messages: 0, bytes: 0, oldestReceivedAt: undefined });
     await expect(readAll(spool.openBody(msg.id))).rejects.toThrow(/not queued/);
+    expect(spool.bodyInMemory(msg.id)).toBeUndefined();
     await expect(spool.update(updated)).rejects.toThrow(/not queued/);
     await spool.remove(msg.id); // idempotent
     expect(files(dir, 'queue')).toEqual([]);
