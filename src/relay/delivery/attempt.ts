@@ -1,6 +1,7 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { QueuedMessage, QueuedRecipient, Spool } from '../spool/types.ts';
 import { type Batch, batchRecipients } from './batch.ts';
+import { InMemoryBody } from './body.ts';
 import { interruption } from './deadlines.ts';
 import {
   localDeferral,
@@ -194,7 +195,7 @@ async function sendBatch(
   try {
     // Just received, the message is still in memory: no stream to read it through.
     const held = ctx.spool.bodyInMemory(msg.id);
-    if (held) body = readableOf(joinSmall(held, JOIN_BYTES));
+    if (held) body = new InMemoryBody(joinSmall(held, JOIN_BYTES));
     else {
       body = ctx.spool.openBody(msg.id) as Readable;
       if (msg.size <= READ_AHEAD_BYTES) body = await readAhead(body);
@@ -233,14 +234,7 @@ async function readAhead(body: Readable): Promise<Readable> {
   } finally {
     body.destroy();
   }
-  return readableOf(joinSmall(parts, JOIN_BYTES));
-}
-
-function readableOf(pieces: readonly Buffer[]): Readable {
-  const out = new Readable({ read() {} });
-  for (const piece of pieces) out.push(piece);
-  out.push(null);
-  return out;
+  return new InMemoryBody(joinSmall(parts, JOIN_BYTES));
 }
 
 /** Joins runs of neighbouring buffers while the run stays within `max` bytes; larger ones stay whole. */

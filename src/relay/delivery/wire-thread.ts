@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../lib/logger.ts';
+import { InMemoryBody } from './body.ts';
 import { PASSWORD_ENV, USER_ENV } from './credentials.ts';
 import { interruption } from './deadlines.ts';
 import { localDeferral, type Verdict } from './reply.ts';
@@ -115,29 +116,18 @@ export class WireThread {
       return failed(localDeferral(why.text, why.status));
     };
     if (signal.aborted) return aborted();
-    const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    let more = true;
+    let eager: Eager;
     try {
-      while (bytes < EAGER_BYTES) {
-        const r = await it.next();
-        if (r.done) {
-          more = false;
-          break;
-        }
-        const b = toBuffer(r.value);
-        chunks.push(b);
-        bytes += b.length;
-      }
+      eager = await readEager(body);
     } catch (err) {
       body.destroy();
       // Nothing left yet: the session is fine and the message may go out later.
       return failed(localDeferral(`cannot read queued message: ${(err as Error).message}`), true, true);
     }
+    const { chunks, it } = eager;
     const { call, reply } = this.request(
-      { op: 'send', call: 0, wire: wire.info.wire, env, chunks, more },
-      more
+      { op: 'send', call: 0, wire: wire.info.wire, env, chunks, more: !!it },
+      it
         ? () => {
             it.next().then(
               (r) => {
@@ -276,6 +266,27 @@ class RemoteWire implements Wire {
 }
 
 const toBuffer = (v: Buffer | string): Buffer => (typeof v === 'string' ? Buffer.from(v) : v);
+
+/** The body's first bytes, sent with the transaction; `it` reads the rest, if there is more. */
+interface Eager {
+  chunks: Buffer[];
+  it?: AsyncIterator<Buffer | string>;
+}
+
+async function readEager(body: Readable): Promise<Eager> {
+  if (body instanceof InMemoryBody && body.bytes <= EAGER_BYTES) return { chunks: [...body.pieces] };
+  const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  while (bytes < EAGER_BYTES) {
+    const r = await it.next();
+    if (r.done) return { chunks };
+    const b = toBuffer(r.value);
+    chunks.push(b);
+    bytes += b.length;
+  }
+  return { chunks, it };
+}
 
 function fromSent(r: SentInfo): TransactionResult & { usable: boolean } {
   return {

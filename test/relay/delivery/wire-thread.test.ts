@@ -4,6 +4,7 @@ import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configSchema } from '../../../src/config/schema.ts';
+import { InMemoryBody } from '../../../src/relay/delivery/body.ts';
 import { AttemptDeadline } from '../../../src/relay/delivery/deadlines.ts';
 import { parseUpstreamUrl } from '../../../src/relay/delivery/upstream-url.ts';
 import { dialLocal, type WireOptions } from '../../../src/relay/delivery/wire.ts';
@@ -85,6 +86,28 @@ describe('delivery thread', () => {
     expect(up.received[1]!.equals(big)).toBe(true);
     await wire.quit();
     expect(wire.alive).toBe(false);
+  });
+
+  it('sends a body held in memory from its pieces, small (handed over whole) and large (pulled), byte for byte', async () => {
+    const up = await upstream();
+    const t = thread();
+    const wire = await t.dial(opts(up.port), new AbortController().signal);
+    const pieces = [
+      Buffer.from('Received: x\r\n'),
+      Buffer.from('Subject: m\r\n\r\n'),
+      Buffer.from('.dot\r\nend\r\n'),
+    ];
+    const small = Buffer.concat(pieces);
+    const r1 = await wire.send(env(small.length), new InMemoryBody(pieces), new AbortController().signal);
+    expect([...r1.verdicts.values()].map((v) => v.outcome)).toEqual(['sent']);
+    const line = Buffer.from(`${'y'.repeat(98)}\r\n`);
+    const chunks = Array.from({ length: 30 }, () => Buffer.concat(Array.from({ length: 100 }, () => line)));
+    const big = Buffer.concat(chunks);
+    const r2 = await wire.send(env(big.length), new InMemoryBody(chunks), new AbortController().signal);
+    expect([...r2.verdicts.values()].map((v) => v.outcome)).toEqual(['sent']);
+    expect(up.received[0]!.equals(small)).toBe(true);
+    expect(up.received[1]!.equals(big)).toBe(true);
+    await wire.quit();
   });
 
   it('answers an aborted transaction at once (deferred, session unusable), with the deadline status', async () => {
