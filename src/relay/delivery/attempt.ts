@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { QueuedMessage, QueuedRecipient, Spool } from '../spool/types.ts';
 import { type Batch, batchRecipients } from './batch.ts';
-import { InMemoryBody } from './body.ts';
+import { InMemoryBody, JOIN_BYTES } from './body.ts';
 import { interruption } from './deadlines.ts';
 import {
   localDeferral,
@@ -211,21 +211,11 @@ async function sendBatch(
 }
 
 /**
- * Bodies up to this size are read from the spool before the transaction, so that a spool that
- * cannot be read fails the attempt before the upstream saw a byte (no broken session); the
- * journal keeps messages this small in memory.
+ * A body up to this size that is no longer in the spool's memory (after a restart, or evicted)
+ * is read from disk before the transaction, so that a spool that cannot be read fails the attempt
+ * before the upstream saw a byte (no broken session).
  */
 const READ_AHEAD_BYTES = 256 * 1024;
-
-/**
- * The spool hands a message over in the pieces it was stored in (Received header, header block,
- * body chunks as they were received), and each piece becomes a write(2) to the upstream socket.
- * Neighbouring pieces are joined up to this size: a 2 KB message is one write (it was 4, plus
- * the final dot). Pieces beyond it go as they are: joining a 100 KB body copied it into a new
- * buffer for every message, and that garbage (with the dot-stuffing's copy) had the relay's GC
- * at 17 % of its time at 100 KB × 1 session; a write of its own costs far less.
- */
-const JOIN_BYTES = 16 * 1024;
 
 async function readAhead(body: Readable): Promise<Readable> {
   const parts: Buffer[] = [];

@@ -1,6 +1,15 @@
 import { Readable } from 'node:stream';
 
 /**
+ * Up to this size, neighbouring pieces of a body are copied into one buffer to save a write(2)
+ * upstream: a 2 KB message goes out in one write, not four plus the final dot. Beyond it a piece
+ * goes as it is: copying a 100 KB body (twice, with the final dot) for every message made garbage
+ * that had the relay's GC at 17 % of its time at 100 KB × 1 session; a write of its own costs less.
+ * attempt.ts joins the pieces, dot-stuff.ts the last chunk with the final dot.
+ */
+export const JOIN_BYTES = 16 * 1024;
+
+/**
  * A message body already in memory, as the pieces to write upstream. A Readable for whatever
  * streams it (nodemailer on this thread), and the pieces themselves for what can take them at
  * once: the delivery thread's hand-off copies them into one message without an async iterator

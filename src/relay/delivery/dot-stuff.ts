@@ -1,5 +1,6 @@
 import type { Transform, TransformCallback } from 'node:stream';
 import { replaceMethod } from '../../lib/library-contract.ts';
+import { JOIN_BYTES } from './body.ts';
 import { type DataStreamClass, loadDataStream, NODEMAILER_CONTRACT } from './nodemailer-adapter.ts';
 
 /**
@@ -97,19 +98,14 @@ function fastTransform(
   done();
 }
 
-/**
- * A held chunk up to this size is copied together with the final dot into one buffer (one write
- * for a small message's end); a larger one goes on its own, not copied (see attempt.ts JOIN_BYTES).
- */
-const JOIN_MAX = 16 * 1024;
-
 /** nodemailer's _flush (the final dot after CRLF, added if the body lacks it), after the held chunk. */
 function fastFlush(this: DataStreamLike, done: TransformCallback) {
   const term = Buffer.from(this.lastByte === LF ? '.\r\n' : this.lastByte === CR ? '\n.\r\n' : '\r\n.\r\n');
   this.outByteCount += term.length;
   const held = this._relayHeld;
   this._relayHeld = undefined;
-  if (held && held.length <= JOIN_MAX) this.push(Buffer.concat([held, term], held.length + term.length));
+  // A held chunk up to JOIN_BYTES goes out with the final dot in one buffer; a larger one alone.
+  if (held && held.length <= JOIN_BYTES) this.push(Buffer.concat([held, term], held.length + term.length));
   else {
     if (held) this.push(held);
     this.push(term);
