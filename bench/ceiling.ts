@@ -17,12 +17,14 @@ import {
 } from './util.ts';
 
 /**
- * How far from what Node.js itself allows is the relay? Postfix, the relay and two bare Node.js
+ * How far from what Node.js itself allows is the relay? Postfix, the relay, two bare Node.js
  * servers (bench/bare-smtp.ts: canned replies and an fdatasync before each 250, the second one
- * also writing each message to a sink after its 250) take turns under smtp-source, round after
+ * also writing each message to a sink after its 250) and smtp-server as the relay drives it with
+ * nothing behind it (bench/bare-smtp-server.ts) take turns under smtp-source, round after
  * round, after the same warm-up; every rate is compared with Postfix's in the same round.
  * The gap between the relay and the bare servers is what the relay's own software costs per
- * message: the SMTP front end, the journal's records, delivery, logs and metrics.
+ * message; smtp-server's place in between splits it into the SMTP library's share and the
+ * relay's own code's (the journal's records, policy, filter, delivery, logs and metrics).
  *
  *   node --import tsx bench/ceiling.ts [--sessions 1] [--messages 1500] [--rounds 6] [--size 2048]
  */
@@ -38,12 +40,12 @@ const { values: o } = parseArgs({
   },
 });
 
-type Name = 'postfix' | 'relay' | 'bare' | 'bare+delivery';
-const NAMES: readonly Name[] = ['postfix', 'relay', 'bare', 'bare+delivery'];
+type Name = 'postfix' | 'relay' | 'bare' | 'bare+delivery' | 'smtp-server';
+const NAMES: readonly Name[] = ['postfix', 'relay', 'bare', 'bare+delivery', 'smtp-server'];
 
-async function startBare(upstreamPort?: number): Promise<number> {
+async function startBare(upstreamPort?: number, script = './bare-smtp.ts'): Promise<number> {
   const port = await freePort();
-  const args = ['--import', import.meta.resolve('tsx'), new URL('./bare-smtp.ts', import.meta.url).pathname];
+  const args = ['--import', import.meta.resolve('tsx'), new URL(script, import.meta.url).pathname];
   const child: ChildProcess = spawn(
     process.execPath,
     [...args, String(port), ...(upstreamPort ? [String(upstreamPort)] : [])],
@@ -52,7 +54,7 @@ async function startBare(upstreamPort?: number): Promise<number> {
     },
   );
   onCleanup(() => terminate(child, 2000));
-  await waitUntil(`bare smtp on ${port}`, () => listening(port), 10_000, 50);
+  await waitUntil(`${script} on ${port}`, () => listening(port), 10_000, 50);
   return port;
 }
 
@@ -72,13 +74,14 @@ try {
     relay: relay.port,
     bare: await startBare(),
     'bare+delivery': await startBare(sinks.delivery.port),
+    'smtp-server': await startBare(undefined, './bare-smtp-server.ts'),
   };
   const pass = async (name: Name, messages: number) => {
     const { seconds } = await smtpSource({ port: ports[name], sessions, messages, size, timeoutMs: 600_000 });
     return messages / seconds;
   };
   for (const name of NAMES) await pass(name, Number(o.warm)); // the cell's own session count, as run.ts
-  const rates: Record<Name, number[]> = { postfix: [], relay: [], bare: [], 'bare+delivery': [] };
+  const rates = Object.fromEntries(NAMES.map((n) => [n, [] as number[]])) as Record<Name, number[]>;
   for (let i = 0; i < Number(o.rounds); i++) {
     for (const name of i % 2 ? [...NAMES].reverse() : NAMES) {
       spawnSync('sync');
