@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { SessionPlacement } from '../../../src/relay/delivery/placement.ts';
+import {
+  cgroupQuota,
+  cpuBudget,
+  quietLocal,
+  SessionPlacement,
+} from '../../../src/relay/delivery/placement.ts';
 
 /** Samples `times` times; checks that sample() says true exactly when `local` changes (the log line). */
 const feed = (p: SessionPlacement, inFlight: number, times: number) => {
@@ -43,5 +48,43 @@ describe('SessionPlacement', () => {
       last = p.local;
     }
     expect(flips).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('cpuBudget', () => {
+  const files =
+    (f: Record<string, string>) =>
+    (path: string): string | undefined =>
+      f[path];
+
+  it('reads a cgroup v2 quota, and none when it says max', () => {
+    expect(cgroupQuota(files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' }))).toBe(1.5);
+    expect(cgroupQuota(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' }))).toBeUndefined();
+  });
+
+  it('reads a cgroup v1 quota, and none for -1 or without the files', () => {
+    const v1 = (quota: string) =>
+      files({
+        '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': `${quota}\n`,
+        '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+      });
+    expect(cgroupQuota(v1('50000'))).toBe(0.5);
+    expect(cgroupQuota(v1('-1'))).toBeUndefined();
+    expect(cgroupQuota(files({}))).toBeUndefined();
+  });
+
+  it('is the CPUs the process may run on, capped by the quota', () => {
+    const v2 = (max: string) => files({ '/sys/fs/cgroup/cpu.max': max });
+    expect(cpuBudget(v2('max 100000'), 8)).toBe(8);
+    expect(cpuBudget(v2('50000 100000'), 8)).toBe(0.5);
+    expect(cpuBudget(v2('400000 100000'), 2)).toBe(2);
+  });
+
+  it('keeps quiet sessions on the main thread below two CPUs, unless told', () => {
+    expect(quietLocal(undefined, () => 1)).toBe(true);
+    expect(quietLocal(undefined, () => 1.5)).toBe(true);
+    expect(quietLocal(undefined, () => 2)).toBe(false);
+    expect(quietLocal('0', () => 1)).toBe(false);
+    expect(quietLocal('1', () => 8)).toBe(true);
   });
 });
