@@ -125,3 +125,9 @@ export async function installFastDotStuffing(): Promise<true> {
   replaceMethod(NODEMAILER_CONTRACT, 'DataStream', cls.prototype, '_flush', fastFlush);
   return true;
 }
+
+/** Whether this thread's nodemailer has dotStuffChunk in place (each thread loads its own). */
+export async function fastDotStuffingInstalled(): Promise<boolean> {
+  const cls = await loadDataStream();
+  return cls.prototype._transform === fastTransform && cls.prototype._flush === fastFlush;
+}

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
+import { installFastDotStuffing } from './dot-stuff.ts';
 import { localDeferral } from './reply.ts';
 import { dialLocal, type LocalWire, type WireLog } from './wire.ts';
 import { errorFields, type FromThread, type ToThread } from './wire-protocol.ts';
@@ -12,6 +13,10 @@ import { errorFields, type FromThread, type ToThread } from './wire-protocol.ts'
 
 const port = parentPort;
 if (!port) throw new Error('wire-thread-main.ts runs as a worker thread');
+// A thread loads its own nodemailer: without this its sessions dot-stuffed every body with
+// nodemailer's per-byte loop (43 % of the thread's time at 100 KB), whatever the main thread had
+// installed for itself (relay.ts).
+await installFastDotStuffing();
 
 const post = (m: FromThread) => port.postMessage(m);
 /** A Buffer arrives as a plain Uint8Array: the same bytes, viewed as a Buffer again. */

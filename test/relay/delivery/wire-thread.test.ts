@@ -1,5 +1,8 @@
+import { createRequire } from 'node:module';
 import { createServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -174,5 +177,31 @@ describe('delivery thread', () => {
     const local = await dialLocal(opts(1), new AbortController().signal, log).catch((e: unknown) => e);
     expect(errorFields(err)).toEqual(errorFields(local));
     expect(errorFields(err).code).toBe('ESOCKET');
+  });
+
+  it("dot-stuffs with the relay's scan in the thread too, not nodemailer's per-byte loop", async () => {
+    // Each thread loads its own nodemailer: the main thread's install does not reach the thread.
+    const tsx = pathToFileURL(
+      createRequire(import.meta.url)
+        .resolve('tsx/esm/api')
+        .replace(/\.cjs$/, '.mjs'),
+    );
+    const main = new URL('../../../src/relay/delivery/wire-thread-main.ts', import.meta.url);
+    const stuff = new URL('../../../src/relay/delivery/dot-stuff.ts', import.meta.url);
+    const code = `
+      const { parentPort } = await import('node:worker_threads');
+      (await import(${JSON.stringify(tsx.href)})).register();
+      await import(${JSON.stringify(main.href)});
+      const { fastDotStuffingInstalled } = await import(${JSON.stringify(stuff.href)});
+      parentPort.postMessage({ probe: await fastDotStuffingInstalled() });`;
+    const w = new Worker(`import(${JSON.stringify(`data:text/javascript,${encodeURIComponent(code)}`)})`, {
+      eval: true,
+    });
+    cleanups.push(() => w.terminate().then(() => undefined));
+    const probe = await new Promise((resolve, reject) => {
+      w.on('message', (m: { probe?: boolean }) => 'probe' in m && resolve(m.probe));
+      w.once('error', reject);
+    });
+    expect(probe).toBe(true);
   });
 });
