@@ -8,8 +8,8 @@ import { availableParallelism } from 'node:os';
  * With a second CPU the thread pays at any load. At one client (one connection per message, 2 KB,
  * two cores shared with the client and the smarthost) the main thread spent 1.28 ms per message
  * with the sessions beside it and 1.00 ms with them in the thread, and the client got 1.12x
- * (0.96-1.33) the messages per second, for 4 % more CPU in all; at 100 KB 1.17x, for 35 % more
- * (the body crosses to the thread as a copy). On one CPU nothing runs beside the main thread, so
+ * (0.96-1.33) the messages per second, for 4 % more CPU in all; at 100 KB 1.17x (its extra CPU
+ * then was the thread's missing fast dot-stuffing, since installed). On one CPU nothing runs beside the main thread, so
  * handing each transaction over and back is cost without gain: there a quiet relay keeps its
  * sessions here and moves them to the thread only when busy. The load is a moving average of the
  * attempts under way, with a gap between the two thresholds so that a burst or a lull does not
